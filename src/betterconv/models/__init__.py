@@ -1,0 +1,6 @@
+"""The model zoo. Importing this package registers every builder."""
+from . import deeplabv3, fcn, mobilenet_v2, resnet, vgg  # noqa: F401
+from ._features import FeatureInfo
+from ._registry import create_model, list_models, model_arguments, register_model
+
+__all__ = ["FeatureInfo", "create_model", "list_models", "model_arguments", "register_model"]

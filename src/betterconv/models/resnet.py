@@ -1,0 +1,119 @@
+"""ResNet-50/101 (He et al., CVPR 2016, Table 1) with DeepLab's atrous control (Chen et al. 2017, §3.2).
+
+    stage   block                          ResNet-50  ResNet-101  channels  reduction
+    stem    conv7x7/2, maxpool 3x3/2       -          -           64        4
+    layer1  [1x1 64, 3x3 64, 1x1 256]      3          3           256       4
+    layer2  [1x1 128, 3x3 128, 1x1 512]    4          4           512       8
+    layer3  [1x1 256, 3x3 256, 1x1 1024]   6          23          1024      16
+    layer4  [1x1 512, 3x3 512, 1x1 2048]   3          3           2048      32
+
+The stride sits on the 3x3 convolution ("ResNet v1.5", as torchvision). `output_stride` 8 or 16 replaces the
+strides of layer3/layer4 by dilation; the first block of a dilated stage keeps the dilation in force before it
+(it is the layer that used to subsample). `multi_grid` (r1, r2, r3) multiplies layer4's dilation per block: at
+output stride 16 the rates become 2 * (1, 2, 4) = (2, 4, 8), DeepLabv3 §3.2.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from ..errors import BetterConvError
+from ..layers import ConvNormAct
+from ._features import FeatureInfo, dilated_strides
+from ._registry import register_model
+
+
+class Bottleneck(nn.Module):
+    expansion = 4
+
+    def __init__(self, in_channels: int, width: int, stride: int = 1, dilation: int = 1) -> None:
+        super().__init__()
+        out_channels = width * self.expansion
+        self.conv1 = ConvNormAct(in_channels, width, 1)
+        self.conv2 = ConvNormAct(width, width, 3, stride, dilation=dilation)
+        self.conv3 = ConvNormAct(width, out_channels, 1, act_layer=None)
+        self.downsample = (ConvNormAct(in_channels, out_channels, 1, stride, act_layer=None)
+                           if stride != 1 or in_channels != out_channels else None)
+        self.act = nn.ReLU(inplace=True)
+        self.out_channels = out_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x if self.downsample is None else self.downsample(x)
+        return self.act(self.conv3(self.conv2(self.conv1(x))) + shortcut)
+
+
+class ResNet(nn.Module):
+    def __init__(
+        self,
+        layers: Sequence[int],
+        num_classes: int | None = 1000,
+        output_stride: int = 32,
+        multi_grid: Sequence[int] | None = None,
+    ) -> None:
+        super().__init__()
+        if multi_grid is not None and len(multi_grid) != layers[3]:
+            raise BetterConvError(f"multi_grid needs one rate per layer4 block ({layers[3]}), got {tuple(multi_grid)}")
+        self.stem = nn.Sequential()
+        self.stem.add_module("conv", ConvNormAct(3, 64, 7, 2))
+        self.stem.add_module("pool", nn.MaxPool2d(3, 2, 1))
+        self.feature_info = [FeatureInfo("stem", 64, 4)]
+        plan = dilated_strides([4, 1, 2, 2, 2], output_stride)[1:]
+        in_channels, reduction = 64, 4
+        for i, (n_blocks, width, (stride, dilation_before, dilation)) in enumerate(
+                zip(layers, (64, 128, 256, 512), plan), start=1):
+            grid = multi_grid if (i == 4 and multi_grid is not None) else None
+            blocks = []
+            for b in range(n_blocks):
+                if grid is not None:
+                    d = dilation * grid[b]
+                else:
+                    d = dilation_before if b == 0 else dilation
+                blocks.append(Bottleneck(in_channels, width, stride if b == 0 else 1, d))
+                in_channels = width * Bottleneck.expansion
+            reduction *= stride
+            self.add_module(f"layer{i}", nn.Sequential(*blocks))
+            self.feature_info.append(FeatureInfo(f"layer{i}", in_channels, reduction))
+        self.output_stride = output_stride
+        self.num_features = in_channels
+        if num_classes is not None:
+            self.pool = nn.AdaptiveAvgPool2d(1)
+            self.fc = nn.Linear(in_channels, num_classes)
+        else:
+            self.pool = self.fc = None
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward_features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        x = self.stem(x)
+        features = {"stem": x}
+        for info in self.feature_info[1:]:
+            x = getattr(self, info.name)(x)
+            features[info.name] = x
+        return features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fc is None:
+            raise RuntimeError("this ResNet was built without a classifier (num_classes=None)")
+        x = self.forward_features(x)["layer4"]
+        return self.fc(self.pool(x).flatten(1))  # (B, 2048) -> (B, num_classes)
+
+
+@register_model()
+def resnet50(*, num_classes: int | None = 1000, output_stride: int = 32,
+             multi_grid: Sequence[int] | None = None) -> ResNet:
+    return ResNet((3, 4, 6, 3), num_classes=num_classes, output_stride=output_stride, multi_grid=multi_grid)
+
+
+@register_model()
+def resnet101(*, num_classes: int | None = 1000, output_stride: int = 32,
+              multi_grid: Sequence[int] | None = None) -> ResNet:
+    return ResNet((3, 4, 23, 3), num_classes=num_classes, output_stride=output_stride, multi_grid=multi_grid)
