@@ -49,6 +49,9 @@ class ShuffleUnit(nn.Module):
             raise ValueError(f"stride must be 1 or 2, got {stride}")
         if stride == 1 and in_channels != out_channels:
             raise ValueError("a stride-1 ShuffleNet unit needs equal input and output channels")
+        if stride == 2 and out_channels <= in_channels:
+            raise ValueError("a stride-2 ShuffleNet unit concatenates its input, so it needs more output channels "
+                             f"than input channels, got {in_channels}->{out_channels}")
         branch_out = out_channels - in_channels if stride == 2 else out_channels
         bottleneck = out_channels // 4
         first_groups = groups if group_first_conv else 1

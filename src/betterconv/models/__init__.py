@@ -1,5 +1,5 @@
 """The model zoo. Importing this package registers every builder."""
-from . import deeplabv3, fcn, mobilenet_v2, resnet, vgg  # noqa: F401
+from . import darknet, deeplabv3, fcn, mobilenet_v1, mobilenet_v2, resnet, shufflenet, vgg, yolov2  # noqa: F401
 from ._features import FeatureInfo
 from ._registry import create_model, list_models, model_arguments, register_model
 

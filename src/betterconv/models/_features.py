@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+from torch import nn
+
 from ..errors import BetterConvError
 
 
@@ -46,3 +49,47 @@ def make_divisible(value: float, divisor: int = 8, min_value: int | None = None)
     if new < 0.9 * value:
         new += divisor
     return new
+
+
+def stages_from_blocks(reductions: list[int], channels: list[int]) -> tuple[list[FeatureInfo], dict[int, str]]:
+    """Group a flat sequence of blocks into stages, one per resolution, each ending at its last block.
+
+    Takes each block's cumulative reduction and output channels; returns the `feature_info` and a map from the
+    index of each stage's last block to the stage's name ("stage1", "stage2", ...).
+    """
+    infos: list[FeatureInfo] = []
+    ends: dict[int, str] = {}
+    for i, (reduction, c) in enumerate(zip(reductions, channels)):
+        if infos and infos[-1].reduction == reduction:  # same resolution: the stage grows
+            ends.pop(i - 1)
+            name = infos.pop().name
+        else:
+            name = f"stage{len(infos) + 1}"
+        infos.append(FeatureInfo(name, c, reduction))
+        ends[i] = name
+    return infos, ends
+
+
+def run_blocks(x: torch.Tensor, blocks: nn.Sequential, stage_ends: dict[int, str]) -> dict[str, torch.Tensor]:
+    """Run `blocks` in order, keeping the output of each stage's last block under the stage's name."""
+    features = {}
+    for i, block in enumerate(blocks):
+        x = block(x)
+        if i in stage_ends:
+            features[stage_ends[i]] = x
+    return features
+
+
+def init_weights(module: nn.Module) -> None:
+    """The torchvision convention: Kaiming-normal (fan-out) convolutions, unit batch norm, N(0, 0.01) linear."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0, 0.01)
+            nn.init.zeros_(m.bias)

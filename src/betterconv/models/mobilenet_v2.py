@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ..layers import ConvNormAct, InvertedResidual, ReLU6
-from ._features import FeatureInfo, dilated_strides, make_divisible
+from ._features import dilated_strides, init_weights, make_divisible, run_blocks, stages_from_blocks
 from ._registry import register_model
 from ..errors import BetterConvError
 
@@ -61,24 +61,19 @@ class MobileNetV2(nn.Module):
         # stage strides: stem, then one per row of the table
         plan = dilated_strides([2] + [s for *_, s in INVERTED_RESIDUAL_SETTING], output_stride)
         blocks: list[nn.Module] = []
-        self.feature_info: list[FeatureInfo] = []
-        self._stage_ends: dict[int, str] = {}
+        reductions: list[int] = []
         in_channels, reduction = stem_channels, plan[0][0]
         for (t, c, n, _), (stride, dilation_before, dilation) in zip(INVERTED_RESIDUAL_SETTING, plan[1:]):
             out_channels = make_divisible(c * width_mult, round_nearest)
+            reduction *= stride
             for i in range(n):
                 blocks.append(InvertedResidual(in_channels, out_channels, stride if i == 0 else 1, t,
                                                dilation=dilation_before if i == 0 else dilation,
                                                padding=padding))
+                reductions.append(reduction)
                 in_channels = out_channels
-            reduction *= stride
-            name = f"stage{len(self.feature_info) + 1}"
-            if self.feature_info and self.feature_info[-1].reduction == reduction:
-                self._stage_ends.pop(len(blocks) - n - 1)  # same resolution: the stage grows
-                name = self.feature_info.pop().name
-            self.feature_info.append(FeatureInfo(name, out_channels, reduction))
-            self._stage_ends[len(blocks) - 1] = name
         self.blocks = nn.Sequential(*blocks)
+        self.feature_info, self._stage_ends = stages_from_blocks(reductions, [b.out_channels for b in blocks])
         self.output_stride = output_stride
         self.num_features = in_channels
         if num_classes is not None:
@@ -89,29 +84,10 @@ class MobileNetV2(nn.Module):
             self.num_features = last_channels
         else:
             self.head = self.pool = self.classifier = None
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0, 0.01)
-                nn.init.zeros_(m.bias)
+        init_weights(self)
 
     def forward_features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        x = self.stem(x)
-        features = {}
-        for i, block in enumerate(self.blocks):
-            x = block(x)
-            if i in self._stage_ends:
-                features[self._stage_ends[i]] = x
-        return features
+        return run_blocks(self.stem(x), self.blocks, self._stage_ends)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.classifier is None:

@@ -21,7 +21,7 @@ from torch import nn
 
 from ..errors import BetterConvError
 from ..layers import ConvNormAct
-from ._features import FeatureInfo, dilated_strides
+from ._features import FeatureInfo, dilated_strides, init_weights
 from ._registry import register_model
 
 
@@ -82,15 +82,7 @@ class ResNet(nn.Module):
             self.fc = nn.Linear(in_channels, num_classes)
         else:
             self.pool = self.fc = None
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_weights(self)
 
     def forward_features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         x = self.stem(x)

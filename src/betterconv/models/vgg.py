@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..layers import ConvNormAct
-from ._features import FeatureInfo
+from ._features import FeatureInfo, init_weights
 from ._registry import register_model
 
 # channels of the 3x3 convolutions of each stage; every stage ends with a 2x2 max-pool
@@ -63,17 +63,7 @@ class VGG(nn.Module):
                     nn.Linear(4096, 4096), nn.ReLU(inplace=True), nn.Dropout(dropout),
                     nn.Linear(4096, num_classes),
                 )
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Linear):
-                nn.init.normal_(m.weight, 0, 0.01)
-                nn.init.zeros_(m.bias)
+        init_weights(self)
 
     def forward_features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         features = {}

@@ -1,0 +1,127 @@
+"""YOLOv2 (Redmon & Farhadi, "YOLO9000: Better, Faster, Stronger", CVPR 2017, §2 "Better"), exactly as
+yolov2-voc.cfg and yolov2-tiny-voc.cfg lay it out.
+
+yolov2-voc.cfg, for a 416x416 input (A anchors, C classes):
+    layers  type                                  output
+    0-22    Darknet-19 without its classifier     13x13x1024  (layer 16: 26x26x512)
+    23, 24  conv 1024 3x3, conv 1024 3x3          13x13x1024
+    25      route 16                              26x26x512
+    26      conv 64 1x1                           26x26x64
+    27      reorg /2                              13x13x256
+    28      route 27, 24                          13x13x1280
+    29      conv 1024 3x3                         13x13x1024
+    30      conv A*(5+C) 1x1, linear, bias        13x13x125
+    31      region (decoding and loss; not part of forward)
+
+yolov2-tiny-voc.cfg: conv 16 3x3, then five (maxpool 2x2/2, conv 3x3) with 32..512 filters, maxpool 2x2/1
+(which keeps 13x13), conv 1024 3x3, conv 1024 3x3, conv A*(5+C) 1x1 linear.
+
+The output is the region layer's input: per anchor x, y, w, h, objectness, then C class scores, raw. Anchors are
+(width, height) in grid cells (units of 32 pixels), stored on the model as the buffer `anchors`.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from ..errors import BetterConvError
+from ..layers import Reorg
+from ._features import FeatureInfo
+from ._registry import register_model
+from .darknet import Darknet, Darknet19, DarknetMaxPool, darknet_conv, init_darknet_weights
+
+VOC_ANCHORS = ((1.3221, 1.73145), (3.19275, 4.00944), (5.05587, 8.09892), (9.47112, 4.84053), (11.2364, 10.0071))
+TINY_VOC_ANCHORS = ((1.08, 1.19), (3.42, 4.41), (6.63, 11.38), (9.42, 5.11), (16.62, 10.52))
+TINY_STAGES = [[(32, 3)], [(64, 3)], [(128, 3)], [(256, 3)], [(512, 3)]]
+
+
+def _anchor_tensor(name: str, anchors: Sequence[tuple[float, float]]) -> torch.Tensor:
+    try:
+        pairs = [tuple(map(float, a)) for a in anchors]
+    except (TypeError, ValueError):
+        pairs = []
+    if not pairs or any(len(p) != 2 or not all(0 < v < math.inf for v in p) for p in pairs):
+        got = " ".join(repr(anchors).split())
+        raise BetterConvError(f"{name} anchors must be (width, height) pairs of positive numbers, got {got}")
+    return torch.tensor(pairs, dtype=torch.float32)  # (A, 2)
+
+
+class _YOLOv2Base(nn.Module):
+    """Anchors, class count, the input-size check and the backbone's feature contract, shared by both models."""
+
+    name = "yolov2"
+    backbone: Darknet
+
+    def __init__(self, num_classes: int, anchors: Sequence[tuple[float, float]]) -> None:
+        super().__init__()
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            raise BetterConvError(f"{self.name} num_classes must be a positive integer, got {num_classes!r}")
+        self.register_buffer("anchors", _anchor_tensor(self.name, anchors))
+        self.num_classes = num_classes
+        self.num_anchors = len(self.anchors)
+        self.out_channels = self.num_anchors * (5 + num_classes)
+
+    @property
+    def feature_info(self) -> list[FeatureInfo]:
+        return self.backbone.feature_info
+
+    def forward_features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.backbone.forward_features(x)
+
+    def _check_size(self, x: torch.Tensor) -> None:
+        h, w = x.shape[-2:]
+        if h % 32 or w % 32:
+            raise BetterConvError(f"{self.name} needs height and width divisible by 32, got {h}x{w}")
+
+
+class YOLOv2(_YOLOv2Base):
+    def __init__(self, num_classes: int = 20, anchors: Sequence[tuple[float, float]] = VOC_ANCHORS) -> None:
+        super().__init__(num_classes, anchors)
+        self.backbone = Darknet19(num_classes=None)
+        fine, coarse = self.backbone.feature_info[-2:]  # 26x26x512 (cfg layer 16), 13x13x1024 (layer 22)
+        self.head = nn.Sequential(darknet_conv(coarse.channels, 1024, 3), darknet_conv(1024, 1024, 3))
+        self.passthrough = nn.Sequential(darknet_conv(fine.channels, 64, 1), Reorg(2))
+        self.fuse = darknet_conv(64 * 4 + 1024, 1024, 3)
+        self.pred = nn.Conv2d(1024, self.out_channels, 1)
+        self._fine, self._coarse = fine.name, coarse.name
+        for m in (self.head, self.passthrough, self.fuse, self.pred):
+            init_darknet_weights(m)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_size(x)
+        features = self.forward_features(x)
+        y = self.head(features[self._coarse])  # (B, 1024, H/32, W/32)
+        p = self.passthrough(features[self._fine])  # (B, 256, H/32, W/32)
+        y = self.fuse(torch.cat([p, y], dim=1))  # route -1,-4: (B, 1280, H/32, W/32) -> (B, 1024, H/32, W/32)
+        return self.pred(y)  # (B, A*(5+C), H/32, W/32)
+
+
+class TinyYOLOv2(_YOLOv2Base):
+    name = "yolov2_tiny"
+
+    def __init__(self, num_classes: int = 20, anchors: Sequence[tuple[float, float]] = TINY_VOC_ANCHORS) -> None:
+        super().__init__(num_classes, anchors)
+        self.backbone = Darknet(TINY_STAGES, stem_channels=16, num_classes=None)
+        self.head = nn.Sequential(DarknetMaxPool(2, 1), darknet_conv(self.backbone.num_features, 1024, 3),
+                                  darknet_conv(1024, 1024, 3))
+        self.pred = nn.Conv2d(1024, self.out_channels, 1)
+        for m in (self.head, self.pred):
+            init_darknet_weights(m)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_size(x)
+        y = self.forward_features(x)[self.feature_info[-1].name]  # (B, 512, H/32, W/32)
+        return self.pred(self.head(y))  # (B, A*(5+C), H/32, W/32)
+
+
+@register_model()
+def yolov2(*, num_classes: int = 20, anchors: Sequence[tuple[float, float]] | None = None) -> YOLOv2:
+    return YOLOv2(num_classes=num_classes, anchors=VOC_ANCHORS if anchors is None else anchors)
+
+
+@register_model()
+def yolov2_tiny(*, num_classes: int = 20, anchors: Sequence[tuple[float, float]] | None = None) -> TinyYOLOv2:
+    return TinyYOLOv2(num_classes=num_classes, anchors=TINY_VOC_ANCHORS if anchors is None else anchors)
