@@ -36,9 +36,11 @@ class DeepLabV3(nn.Module):
         image_pooling: bool = True,
         aspp_channels: int = 256,
         dropout: float = 0.1,
+        align_corners: bool = False,
     ) -> None:
         super().__init__()
         self.backbone = backbone
+        self.align_corners = align_corners  # TensorFlow's DeepLab resizes logits with align_corners=True
         last = backbone.feature_info[-1]
         self.feature_name = last.name
         self.aspp = ASPP(last.channels, aspp_channels, atrous_rates, image_pooling, dropout)
@@ -49,7 +51,7 @@ class DeepLabV3(nn.Module):
         size = x.shape[-2:]
         y = self.backbone.forward_features(x)[self.feature_name]  # (B, C, H/os, W/os)
         y = self.classifier(self.aspp(y))  # (B, num_classes, H/os, W/os)
-        return F.interpolate(y, size=size, mode="bilinear", align_corners=False)  # (B, num_classes, H, W)
+        return F.interpolate(y, size=size, mode="bilinear", align_corners=self.align_corners)  # (B, classes, H, W)
 
 
 def _rates(atrous_rates: Sequence[int] | None, output_stride: int, default: Sequence[int] | None = None
@@ -87,7 +89,10 @@ def deeplabv3_resnet101(*, num_classes: int = 21, output_stride: int = 16,
 @register_model()
 def deeplabv3_mobilenet_v2(*, num_classes: int = 21, output_stride: int = 16, width_mult: float = 1.0,
                            atrous_rates: Sequence[int] | None = None, image_pooling: bool = True,
-                           padding: str | None = None) -> DeepLabV3:
-    """The mobile variant of MobileNetV2 §6.3: `atrous_rates=None` means ASPP's atrous branches off."""
+                           padding: str | None = None, align_corners: bool = False) -> DeepLabV3:
+    """The mobile variant of MobileNetV2 §6.3: `atrous_rates=None` means ASPP's atrous branches off.
+
+    `padding="tf_same"` and `align_corners=True` reproduce TensorFlow's DeepLab for ported TF/TFLite weights."""
     backbone = MobileNetV2(num_classes=None, width_mult=width_mult, output_stride=output_stride, padding=padding)
-    return DeepLabV3(backbone, num_classes, _rates(atrous_rates, output_stride, default=()), image_pooling)
+    return DeepLabV3(backbone, num_classes, _rates(atrous_rates, output_stride, default=()), image_pooling,
+                     align_corners=align_corners)

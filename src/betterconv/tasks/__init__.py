@@ -1,0 +1,1 @@
+"""Task-specific pieces: decoding, losses, metrics."""
