@@ -82,16 +82,16 @@ def test_deeplab_output_stride_and_rates():
 
     for os_ in (8, 16):
         m = create_model("deeplabv3_resnet50", output_stride=os_, num_classes=3).eval()
-        assert m.aspp.atrous_rates == DEFAULT_RATES[os_]
+        assert m.head.aspp.atrous_rates == DEFAULT_RATES[os_]
         assert m.backbone.feature_info[-1].reduction == os_
         # multi-grid (1, 2, 4) on block4 at the stage's rate: DeepLabv3 §3.2
         rates = [blk.conv2.conv.dilation[0] for blk in m.backbone.layer4]
         assert rates == [32 // os_ * g for g in (1, 2, 4)]
     assert DEFAULT_RATES[8] == tuple(2 * r for r in DEFAULT_RATES[16])
     mobile = create_model("deeplabv3_mobilenet_v2", width_mult=0.35)
-    assert mobile.aspp.atrous_rates == () and mobile.aspp.image_pooling  # MobileNetV2 §6.3: ASPP off
+    assert mobile.head.aspp.atrous_rates == () and mobile.head.aspp.image_pooling  # MobileNetV2 §6.3: ASPP off
     off = create_model("deeplabv3_resnet50", image_pooling=False, num_classes=3)
-    assert len(off.aspp.branches) == 4
+    assert len(off.head.aspp.branches) == 4
 
 
 def test_fcn_skips_start_at_zero_and_upsampling_is_bilinear():
@@ -119,4 +119,4 @@ def test_unknown_model_and_keyword_are_errors():
 
 
 def test_list_models_pattern():
-    assert betterconv.list_models("fcn*") == ["fcn16s_vgg16", "fcn32s_vgg16", "fcn8s_vgg16"]
+    assert betterconv.list_models("fcn*vgg16") == ["fcn16s_vgg16", "fcn32s_vgg16", "fcn8s_vgg16"]

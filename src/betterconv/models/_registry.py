@@ -9,6 +9,7 @@ import difflib
 import fnmatch
 import inspect
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from torch import nn
@@ -52,12 +53,26 @@ def model_arguments(name: str) -> dict[str, Any]:
     return {p.name: p.default for p in inspect.signature(get_builder(name)).parameters.values()}
 
 
-def create_model(name: str, **kwargs: Any) -> nn.Module:
-    """Build a registered model. Unknown keywords raise `BetterConvError` naming the keywords it does take."""
+def build(name: str, kwargs: dict[str, Any]) -> nn.Module:
     builder = get_builder(name)
     accepted = model_arguments(name)
     unknown = [k for k in kwargs if k not in accepted]
     if unknown:
         raise BetterConvError(f"{name} got unknown argument(s) {', '.join(unknown)}; "
                               f"it takes: {', '.join(accepted) or 'no arguments'}")
-    return builder(**kwargs)
+    model = builder(**kwargs)
+    model.model_name, model.model_kwargs = name, dict(kwargs)  # what rebuilds it: saved with its weights
+    return model
+
+
+def create_model(name: str, *, weights: str | Path | None = None, trusted: bool = False, **kwargs: Any) -> nn.Module:
+    """Build a registered model; unknown keywords raise `BetterConvError` naming the keywords it does take.
+
+    `weights` loads a file (betterconv safetensors, torchvision state dict, darknet `.weights`, `.tflite`) in the
+    configuration it implies; `trusted=True` allows unpickling a `.pth` that holds more than tensors.
+    """
+    if weights is not None:
+        from ..weights import create_with_weights
+
+        return create_with_weights(name, weights, kwargs, trusted)
+    return build(name, kwargs)

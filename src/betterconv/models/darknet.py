@@ -48,15 +48,18 @@ class DarknetMaxPool(nn.Module):
 
     The output is ``(w - 1) // stride + 1``: half the size (rounded up) for 2x2 stride 2, the same
     size for tiny YOLOv2's 2x2 stride 1. Only the padding that a window actually reads is materialised.
+    An explicit `padding` (a cfg's ``padding=``) follows the same rule with that total:
+    the output is ``(w + padding - size) // stride + 1`` and ``padding // 2`` goes before.
     """
 
-    def __init__(self, size: int = 2, stride: int = 2) -> None:
+    def __init__(self, size: int = 2, stride: int = 2, padding: int | None = None) -> None:
         super().__init__()
         self.size, self.stride = size, stride
+        self.padding = size - 1 if padding is None else padding
 
     def _pad(self, n: int) -> tuple[int, int]:
-        before = (self.size - 1) // 2
-        out = (n - 1) // self.stride + 1
+        before = self.padding // 2
+        out = (n + self.padding - self.size) // self.stride + 1
         return before, max((out - 1) * self.stride + self.size - n - before, 0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -67,7 +70,8 @@ class DarknetMaxPool(nn.Module):
         return F.max_pool2d(x, self.size, self.stride)
 
     def extra_repr(self) -> str:
-        return f"size={self.size}, stride={self.stride}"
+        extra = "" if self.padding == self.size - 1 else f", padding={self.padding}"
+        return f"size={self.size}, stride={self.stride}{extra}"
 
 
 def darknet_conv(in_channels: int, out_channels: int, kernel_size: int) -> ConvNormAct:

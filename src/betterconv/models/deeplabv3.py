@@ -6,52 +6,22 @@
 
 On MobileNetV2 (Sandler et al. §6.3) the head drops the atrous branches ("ASPP off"), keeping the 1x1 and
 image-pooling branches, on the 320-channel output of the last bottleneck.
+
+torchvision's `deeplabv3_resnet50/101` are a configuration of these builders: `output_stride=8,
+multi_grid=None, extra_conv=True, aspp_dropout=0.5, aux_head=True` (rates 12/24/36 follow from output stride 8).
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
-import torch.nn.functional as F
-from torch import nn
-
 from ..errors import BetterConvError
-from ..layers import ASPP
 from ._registry import register_model
+from ._segmentation import DeepLabHead, SegmentationModel
 from .mobilenet_v2 import MobileNetV2
 from .resnet import ResNet
 
 # DeepLabv3 §3.3: rates (6, 12, 18) at output stride 16, doubled at 8; halved at 32 for completeness
 DEFAULT_RATES = {8: (12, 24, 36), 16: (6, 12, 18), 32: (3, 6, 9)}
-
-
-class DeepLabV3(nn.Module):
-    """Any backbone that publishes `feature_info` and `forward_features`; the head reads its last stage."""
-
-    def __init__(
-        self,
-        backbone: nn.Module,
-        num_classes: int = 21,
-        atrous_rates: Sequence[int] = (6, 12, 18),
-        image_pooling: bool = True,
-        aspp_channels: int = 256,
-        dropout: float = 0.1,
-        align_corners: bool = False,
-    ) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self.align_corners = align_corners  # TensorFlow's DeepLab resizes logits with align_corners=True
-        last = backbone.feature_info[-1]
-        self.feature_name = last.name
-        self.aspp = ASPP(last.channels, aspp_channels, atrous_rates, image_pooling, dropout)
-        self.classifier = nn.Conv2d(aspp_channels, num_classes, 1)
-        self.num_classes = num_classes
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        size = x.shape[-2:]
-        y = self.backbone.forward_features(x)[self.feature_name]  # (B, C, H/os, W/os)
-        y = self.classifier(self.aspp(y))  # (B, num_classes, H/os, W/os)
-        return F.interpolate(y, size=size, mode="bilinear", align_corners=self.align_corners)  # (B, classes, H, W)
 
 
 def _rates(atrous_rates: Sequence[int] | None, output_stride: int, default: Sequence[int] | None = None
@@ -64,35 +34,42 @@ def _rates(atrous_rates: Sequence[int] | None, output_stride: int, default: Sequ
 
 
 def _deeplabv3_resnet(layers: tuple[int, ...], num_classes: int, output_stride: int,
-                      multi_grid: Sequence[int] | None, atrous_rates: Sequence[int] | None,
-                      image_pooling: bool) -> DeepLabV3:
+                      multi_grid: Sequence[int] | None, atrous_rates: Sequence[int] | None, image_pooling: bool,
+                      extra_conv: bool, aspp_dropout: float, aux_head: bool) -> SegmentationModel:
     backbone = ResNet(layers, num_classes=None, output_stride=output_stride, multi_grid=multi_grid)
-    return DeepLabV3(backbone, num_classes, _rates(atrous_rates, output_stride), image_pooling)
+    head = DeepLabHead(backbone.num_features, num_classes, _rates(atrous_rates, output_stride), image_pooling,
+                       dropout=aspp_dropout, extra_conv=extra_conv)
+    return SegmentationModel(backbone, head, num_classes, aux_head=aux_head)
 
 
 @register_model()
 def deeplabv3_resnet50(*, num_classes: int = 21, output_stride: int = 16,
                        multi_grid: Sequence[int] | None = (1, 2, 4), atrous_rates: Sequence[int] | None = None,
-                       image_pooling: bool = True) -> DeepLabV3:
+                       image_pooling: bool = True, extra_conv: bool = False, aspp_dropout: float = 0.1,
+                       aux_head: bool = False) -> SegmentationModel:
     """`atrous_rates=None` takes the paper's rates for the output stride; `()` switches ASPP's atrous branches off."""
-    return _deeplabv3_resnet((3, 4, 6, 3), num_classes, output_stride, multi_grid, atrous_rates, image_pooling)
+    return _deeplabv3_resnet((3, 4, 6, 3), num_classes, output_stride, multi_grid, atrous_rates, image_pooling,
+                             extra_conv, aspp_dropout, aux_head)
 
 
 @register_model()
 def deeplabv3_resnet101(*, num_classes: int = 21, output_stride: int = 16,
                         multi_grid: Sequence[int] | None = (1, 2, 4), atrous_rates: Sequence[int] | None = None,
-                        image_pooling: bool = True) -> DeepLabV3:
+                        image_pooling: bool = True, extra_conv: bool = False, aspp_dropout: float = 0.1,
+                        aux_head: bool = False) -> SegmentationModel:
     """`atrous_rates=None` takes the paper's rates for the output stride; `()` switches ASPP's atrous branches off."""
-    return _deeplabv3_resnet((3, 4, 23, 3), num_classes, output_stride, multi_grid, atrous_rates, image_pooling)
+    return _deeplabv3_resnet((3, 4, 23, 3), num_classes, output_stride, multi_grid, atrous_rates, image_pooling,
+                             extra_conv, aspp_dropout, aux_head)
 
 
 @register_model()
 def deeplabv3_mobilenet_v2(*, num_classes: int = 21, output_stride: int = 16, width_mult: float = 1.0,
                            atrous_rates: Sequence[int] | None = None, image_pooling: bool = True,
-                           padding: str | None = None, align_corners: bool = False) -> DeepLabV3:
+                           padding: str | None = None, align_corners: bool = False) -> SegmentationModel:
     """The mobile variant of MobileNetV2 §6.3: `atrous_rates=None` means ASPP's atrous branches off.
 
     `padding="tf_same"` and `align_corners=True` reproduce TensorFlow's DeepLab for ported TF/TFLite weights."""
     backbone = MobileNetV2(num_classes=None, width_mult=width_mult, output_stride=output_stride, padding=padding)
-    return DeepLabV3(backbone, num_classes, _rates(atrous_rates, output_stride, default=()), image_pooling,
-                     align_corners=align_corners)
+    head = DeepLabHead(backbone.num_features, num_classes, _rates(atrous_rates, output_stride, default=()),
+                       image_pooling)
+    return SegmentationModel(backbone, head, num_classes, align_corners=align_corners)

@@ -35,6 +35,7 @@ class VGG(nn.Module):
     ) -> None:
         super().__init__()
         norm = nn.BatchNorm2d if batch_norm else None
+        self.stage_widths, self.batch_norm = stages, batch_norm
         self.stages = nn.ModuleList()
         self.feature_info: list[FeatureInfo] = []
         in_channels = 3

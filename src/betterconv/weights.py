@@ -1,0 +1,173 @@
+"""Loading and saving weights: betterconv safetensors (with metadata), torchvision state dicts, darknet `.weights`,
+TFLite flatbuffers.
+
+Nothing is unpickled unless the caller says the file is trusted: `.pth` files are read with
+`torch.load(..., weights_only=True)`, which refuses anything that needs code execution.
+"""
+from __future__ import annotations
+
+import json
+import pickle
+import zipfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ._io import write_atomic
+from .errors import BetterConvError
+
+SAFETENSORS_FORMAT = "betterconv"
+
+
+def _is_safetensors(path: Path) -> bool:
+    with open(path, "rb") as f:
+        head = f.read(9)
+    return len(head) == 9 and int.from_bytes(head[:8], "little") < (1 << 32) and head[8:9] == b"{"
+
+
+def read_checkpoint(path: str | Path, trusted: bool = False) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The state dict and betterconv metadata ({} for other files) of a safetensors or PyTorch file."""
+    path = Path(path)
+    if not path.is_file():
+        raise BetterConvError(f"{path}: no such file")
+    if _is_safetensors(path):
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+                state = {k: f.get_tensor(k) for k in f.keys()}
+        except (SafetensorError, OSError, ValueError) as e:
+            raise BetterConvError(f"{path}: unreadable safetensors file ({e})") from None
+        return state, {k: json.loads(v) for k, v in meta.items() if k.startswith("betterconv.")}
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=not trusted)
+    except pickle.UnpicklingError as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else "unsafe pickle"
+        raise BetterConvError(f"{path}: refused to unpickle: it needs more than tensors ({reason[:120]}); "
+                              f"load it only if you trust it (trusted=True / --trusted)") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise BetterConvError(f"{path}: not a weights file ({first[:120]})") from None
+    if isinstance(obj, Mapping) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
+        for key in ("model", "state_dict", "model_state"):  # training checkpoints wrap the state dict
+            if isinstance(obj.get(key), Mapping):
+                obj = obj[key]
+                break
+    if not isinstance(obj, Mapping) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise BetterConvError(f"{path}: not a state dict (a mapping of names to tensors)")
+    return dict(obj), {}
+
+
+def _check_and_load(model: nn.Module, state: Mapping[str, torch.Tensor], path: Path) -> None:
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
+              if k in state and state[k].shape != v.shape]
+    if missing or unexpected or shapes:
+        parts = []
+        for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", shapes)):
+            if items:
+                more = f" (+{len(items) - 3} more)" if len(items) > 3 else ""
+                parts.append(f"{label} {len(items)}: {', '.join(items[:3])}{more}")
+        raise BetterConvError(f"{path}: weights do not fit the model; {'; '.join(parts)}")
+    model.load_state_dict(state)
+
+
+def _apply_state(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    if set(state) != set(model.state_dict()):
+        from .interop.torchvision import looks_like_torchvision, map_torchvision_state_dict
+
+        if looks_like_torchvision(state):
+            state = map_torchvision_state_dict(model, state, str(path))
+    _check_and_load(model, state, path)
+
+
+def load_weights(model: nn.Module, path: str | Path, *, trusted: bool = False) -> nn.Module:
+    """Load betterconv safetensors, a torchvision state dict, darknet `.weights` or a `.tflite` file into `model`."""
+    path = Path(path)
+    if not path.is_file():
+        raise BetterConvError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    if suffix == ".weights":
+        from .interop.darknet import load_darknet_weights
+
+        load_darknet_weights(model, path)
+    elif suffix == ".tflite":
+        from .interop.tflite import load_tflite
+
+        load_tflite(model, path)
+    else:
+        _apply_state(model, read_checkpoint(path, trusted)[0], path)
+    return model
+
+
+def create_with_weights(name: str, path: str | Path, kwargs: dict[str, Any], trusted: bool = False) -> nn.Module:
+    """Build model `name` in the configuration the weights file implies (its recorded builder keywords, or the
+    torchvision / TFLite configuration), with `kwargs` taking precedence, and load the file into it."""
+    from .models._registry import build
+
+    path = Path(path)
+    if not path.is_file():
+        raise BetterConvError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    if suffix in (".weights", ".tflite"):
+        config = {}
+        if suffix == ".tflite":
+            from .interop.tflite import tflite_model_config
+
+            tflite_name, config = tflite_model_config(path)
+            if tflite_name != name:
+                raise BetterConvError(f"{path}: holds a {tflite_name}, not a {name}")
+        model = build(name, {**config, **kwargs})
+        return load_weights(model, path)
+    state, meta = read_checkpoint(path, trusted)
+    config: dict[str, Any] = {}
+    if meta:
+        if meta.get("betterconv.model") != name:
+            raise BetterConvError(f"{path}: holds weights for {meta.get('betterconv.model')}, not {name}")
+        config = dict(meta.get("betterconv.model_kwargs", {}))
+    else:
+        from .interop.torchvision import TORCHVISION_CONFIGS, looks_like_torchvision
+
+        if looks_like_torchvision(state) and name in TORCHVISION_CONFIGS:
+            config = dict(TORCHVISION_CONFIGS[name][1])
+    model = build(name, {**config, **kwargs})
+    _apply_state(model, state, path)
+    return model
+
+
+def save_weights(model: nn.Module, path: str | Path, *, model_name: str | None = None,
+                 model_kwargs: Mapping[str, Any] | None = None, class_names: Sequence[str] | None = None,
+                 input_size: Sequence[int] | None = None, mean: Sequence[float] | None = None,
+                 std: Sequence[float] | None = None) -> None:
+    """Write a safetensors file atomically, with what is needed to rebuild and use the model as metadata.
+
+    The model name and builder keywords default to those `create_model` recorded on the model."""
+    from safetensors.torch import save
+
+    model_name = model_name or getattr(model, "model_name", None)
+    if model_name is None:
+        raise BetterConvError("save_weights needs model_name for a model not built by create_model")
+    if model_kwargs is None:
+        model_kwargs = getattr(model, "model_kwargs", {})
+
+    meta = {"format": SAFETENSORS_FORMAT, "betterconv.model": model_name,
+            "betterconv.model_kwargs": dict(model_kwargs or {}), "betterconv.class_names": class_names,
+            "betterconv.input_size": input_size, "betterconv.mean": mean, "betterconv.std": std}
+    encoded = {k: (v if k == "format" else json.dumps(v if not isinstance(v, tuple) else list(v)))
+               for k, v in meta.items() if v is not None}
+    tensors = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+    write_atomic(Path(path), save(tensors, metadata=encoded))
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The betterconv metadata of a safetensors file ({} for any other file)."""
+    path = Path(path)
+    if path.suffix.lower() in (".weights", ".tflite") or not path.is_file() or not _is_safetensors(path):
+        return {}
+    return read_checkpoint(path)[1]
