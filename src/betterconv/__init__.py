@@ -1,6 +1,9 @@
 """betterconv: FCN, DeepLabv3, YOLOv2 and MobileNetV2, faithful to their papers, with the tools to measure them."""
 from .errors import BetterConvError
 from .models import FeatureInfo, create_model, list_models
+from .models.fcn import convolutionalize
+from .weights import load_weights, save_weights
 
 __version__ = "0.1.0"
-__all__ = ["BetterConvError", "FeatureInfo", "create_model", "list_models", "__version__"]
+__all__ = ["BetterConvError", "FeatureInfo", "convolutionalize", "create_model", "list_models", "load_weights",
+           "save_weights", "__version__"]

@@ -43,11 +43,16 @@ def read_checkpoint(path: str | Path, trusted: bool = False) -> tuple[dict[str, 
         except (SafetensorError, OSError, ValueError) as e:
             raise BetterConvError(f"{path}: unreadable safetensors file ({e})") from None
         return state, {k: json.loads(v) for k, v in meta.items() if k.startswith("betterconv.")}
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic != b"PK\x03\x04" and magic[:1] != b"\x80":  # torch.save's zip archive, or a raw pickle
+        raise BetterConvError(f"{path}: not a weights file (neither safetensors nor a PyTorch checkpoint)")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=not trusted)
     except pickle.UnpicklingError as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else "unsafe pickle"
-        raise BetterConvError(f"{path}: refused to unpickle: it needs more than tensors ({reason[:120]}); "
+        text = str(e)
+        reason = (text.split("WeightsUnpickler error:", 1)[-1].strip().splitlines() or ["unsafe pickle"])[0]
+        raise BetterConvError(f"{path}: refused to unpickle: it holds more than tensors ({reason[:160]}); "
                               f"load it only if you trust it (trusted=True / --trusted)") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
