@@ -55,6 +55,74 @@ def _cmd_profile(args: argparse.Namespace) -> None:
     print(json.dumps(result.to_dict(), indent=2) if args.json else result.format_table())
 
 
+def _weights_metadata(model, source: Path) -> dict[str, Any]:
+    """Class names, mean/std and input size to record for weights converted from `source`."""
+    from .data.class_names import DARKNET_MEAN, DARKNET_STD, IMAGENET_MEAN, IMAGENET_STD, TF_MEAN, TF_STD
+    from .data.class_names import default_class_names
+    from .models import paper_input_size
+    from .weights import read_metadata
+
+    recorded = read_metadata(source)
+    if recorded:
+        return {k.removeprefix("betterconv."): v for k, v in recorded.items()
+                if k in ("betterconv.class_names", "betterconv.input_size", "betterconv.mean", "betterconv.std")}
+    suffix = source.suffix.lower()
+    mean, std = {".weights": (DARKNET_MEAN, DARKNET_STD), ".tflite": (TF_MEAN, TF_STD)}.get(
+        suffix, (IMAGENET_MEAN, IMAGENET_STD))
+    import torch
+
+    last = [m for m in model.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))][-1]
+    num_classes = getattr(last, "out_features", None) or last.out_channels
+    name = getattr(model, "model_name", "")
+    return {"class_names": default_class_names(int(num_classes)), "input_size": (3, *paper_input_size(name)),
+            "mean": mean, "std": std}
+
+
+def _cmd_convert(args: argparse.Namespace) -> None:
+    from .models import create_model
+    from .weights import save_weights
+
+    source, target = Path(args.source), Path(args.target)
+    if target.suffix.lower() != ".safetensors":
+        raise BetterConvError(f"{target}: the output must be a .safetensors file")
+    if not args.cfg and not args.model:
+        raise BetterConvError("convert needs --model NAME (or --cfg for a darknet network)")
+    if args.cfg:
+        from .interop.darknet import from_darknet
+
+        model = from_darknet(args.cfg, source)
+        model.model_name, model.model_kwargs = "darknet_cfg", {"cfg": Path(args.cfg).read_text()}
+    else:
+        model = create_model(args.model, weights=source, trusted=args.trusted)
+    meta = _weights_metadata(model, source)
+    if args.class_names:
+        meta["class_names"] = [line.strip() for line in Path(args.class_names).read_text().splitlines() if line.strip()]
+    save_weights(model, target, **meta)
+    params = sum(p.numel() for p in model.parameters())
+    print(f"wrote {target}: {model.model_name}, {params:,} parameters")
+
+
+def _cmd_heatmap(args: argparse.Namespace) -> None:
+    from ._io import write_atomic
+    from .analysis.heatmap import class_heatmap, find_class, heatmap_png, read_image
+    from .data.class_names import IMAGENET_MEAN, IMAGENET_STD, default_class_names
+    from .models import create_model
+    from .weights import read_metadata
+
+    image = read_image(args.image)
+    model = create_model(args.model, weights=args.weights, trusted=args.trusted)
+    meta = read_metadata(args.weights) if args.weights else {}
+    names = meta.get("betterconv.class_names") or default_class_names(model.model_kwargs.get("num_classes", 1000))
+    if not names:
+        raise BetterConvError("the weights carry no class names; convert them with --class-names")
+    index = find_class(names, args.class_name)
+    heat = class_heatmap(model, image, index, meta.get("betterconv.mean") or IMAGENET_MEAN,
+                         meta.get("betterconv.std") or IMAGENET_STD, short_side=args.size)
+    output = Path(args.output or f"{Path(args.image).stem}_{names[index].replace(' ', '_')}_heatmap.png")
+    write_atomic(output, heatmap_png(image, heat, f"{names[index]}: peak probability {heat.max():.2f}"))
+    print(f"wrote {output} (class {names[index]!r}, peak probability {heat.max():.3f})")
+
+
 def _cmd_zoo(args: argparse.Namespace) -> None:
     from .analysis.zoo import profile_zoo
 
@@ -78,6 +146,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--memory-table", action="store_true",
                    help="MobileNetV2 paper Table 3: activation memory of MobileNetV1, MobileNetV2, ShuffleNet")
     p.set_defaults(func=_cmd_profile)
+
+    p = sub.add_parser("convert", help="convert torchvision, darknet or TFLite weights to betterconv safetensors")
+    p.add_argument("source", help="a .pth/.pt state dict, darknet .weights, .tflite or .safetensors file")
+    p.add_argument("target", help="output .safetensors file (written atomically)")
+    p.add_argument("--model", help="registered model the weights are for (see `betterconv list`)")
+    p.add_argument("--cfg", help="darknet cfg: build the network from it instead of a registered model")
+    p.add_argument("--class-names", help="text file with one class name per line, recorded in the output")
+    p.add_argument("--trusted", action="store_true", help="allow unpickling a .pth that holds more than tensors")
+    p.set_defaults(func=_cmd_convert)
+
+    p = sub.add_parser("heatmap", help="class heat-map of a convolutionalised VGG classifier over an image (FCN §3.1)")
+    p.add_argument("image")
+    p.add_argument("--model", default="vgg16")
+    p.add_argument("--weights", help="classifier weights (torchvision .pth or betterconv .safetensors)")
+    p.add_argument("--class", dest="class_name", required=True, help="class name, e.g. 'tabby' or 'Egyptian cat'")
+    p.add_argument("--size", type=int, default=448, help="resize the short side to this (default 448)")
+    p.add_argument("--output", help="output PNG (default: <image stem>_<class>_heatmap.png)")
+    p.add_argument("--trusted", action="store_true", help="allow unpickling a .pth that holds more than tensors")
+    p.set_defaults(func=_cmd_heatmap)
 
     p = sub.add_parser("zoo", help="profile every model of the zoo: a table, a JSON file and a PNG chart")
     p.add_argument("--output", default="out/zoo", help="output folder (default: out/zoo)")

@@ -10,19 +10,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .._io import write_atomic
-from ..models import create_model, list_models
+from ..models import create_model, list_models, paper_input_size
 from .profile import profile
-
-# the input size each paper reports its costs at
-PAPER_INPUT_SIZE = {"fcn": (500, 500), "deeplabv3": (513, 513), "yolov2": (416, 416)}
-
-
-def paper_input_size(name: str) -> tuple[int, int]:
-    for prefix, size in PAPER_INPUT_SIZE.items():
-        if name.startswith(prefix):
-            return size
-    return 224, 224
-
 
 def _fmt_rf(rf: float) -> str:
     return "global" if math.isinf(rf) else str(int(rf))

@@ -76,3 +76,14 @@ def create_model(name: str, *, weights: str | Path | None = None, trusted: bool 
 
         return create_with_weights(name, weights, kwargs, trusted)
     return build(name, kwargs)
+
+
+# the input size each paper reports its costs at; 224x224 for the classifiers
+PAPER_INPUT_SIZE = {"fcn": (500, 500), "deeplabv3": (513, 513), "yolov2": (416, 416)}
+
+
+def paper_input_size(name: str) -> tuple[int, int]:
+    for prefix, size in PAPER_INPUT_SIZE.items():
+        if name.startswith(prefix):
+            return size
+    return 224, 224

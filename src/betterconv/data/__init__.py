@@ -1,0 +1,1 @@
+"""Datasets, class names and preprocessing."""
