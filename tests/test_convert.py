@@ -1,0 +1,76 @@
+"""`betterconv convert`: good files convert; bad files give one line, a non-zero exit and no output file."""
+import pickle
+
+import pytest
+import torch
+import torchvision
+
+from betterconv import create_model
+from betterconv.cli import main
+from betterconv.weights import read_metadata
+
+
+def convert(capsys, *argv):
+    code = main(["convert", *map(str, argv)])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_refused(capsys, target, *argv, message):
+    code, _, err = convert(capsys, *argv)
+    assert code != 0
+    assert message in err, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not target.exists()
+    assert not list(target.parent.glob(f".{target.name}*")), "a temporary file was left behind"
+
+
+def test_torchvision_file_converts_with_metadata(capsys, tmp_path):
+    src, dst = tmp_path / "mnv2.pth", tmp_path / "out" / "mnv2.safetensors"
+    reference = torchvision.models.mobilenet_v2().eval()
+    torch.save(reference.state_dict(), src)
+    code, out, _ = convert(capsys, src, dst, "--model", "mobilenet_v2")
+    assert code == 0 and "3,504,872 parameters" in out
+    meta = read_metadata(dst)
+    assert meta["betterconv.model"] == "mobilenet_v2" and len(meta["betterconv.class_names"]) == 1000
+    assert meta["betterconv.mean"] == [0.485, 0.456, 0.406]
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert (create_model("mobilenet_v2", weights=dst).eval()(x) - reference(x)).abs().max() <= 1e-5
+
+
+class Exploit:
+    def __reduce__(self):
+        return (print, ("code ran",))
+
+
+def test_bad_torch_files(capsys, tmp_path):
+    dst = tmp_path / "out.safetensors"
+    evil = tmp_path / "evil.pth"
+    evil.write_bytes(pickle.dumps({"w": Exploit()}, protocol=2))
+    assert_refused(capsys, dst, evil, dst, "--model", "mobilenet_v2", message="refused to unpickle")
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"\x89PNG not weights")
+    assert_refused(capsys, dst, junk, dst, "--model", "mobilenet_v2", message="junk.pth: not a weights file")
+    wrong = tmp_path / "resnet50.pth"
+    torch.save(torchvision.models.resnet50().state_dict(), wrong)
+    assert_refused(capsys, dst, wrong, dst, "--model", "mobilenet_v2",
+                   message="not a torchvision checkpoint of this architecture")
+    assert_refused(capsys, dst, wrong, tmp_path / "out.pth", "--model", "resnet50", message="must be a .safetensors")
+
+
+def test_bad_darknet_files(capsys, tmp_path, shared_data):
+    from betterconv.interop.darknet import save_darknet_weights
+
+    dst = tmp_path / "out.safetensors"
+    good = tmp_path / "tiny.weights"
+    save_darknet_weights(create_model("yolov2_tiny"), good)
+    truncated = tmp_path / "truncated.weights"
+    truncated.write_bytes(good.read_bytes()[:-400])
+    assert_refused(capsys, dst, truncated, dst, "--model", "yolov2_tiny", message="truncated.weights")
+    cfg = tmp_path / "odd.cfg"
+    cfg.write_text((shared_data / "darknet" / "yolov2-tiny-voc.cfg").read_text().replace("[reorg]", "[x]")
+                   .replace("[maxpool]", "[shortcutx]", 1))
+    assert_refused(capsys, dst, good, dst, "--cfg", cfg, message="odd.cfg")
+    code, out, _ = convert(capsys, good, dst, "--model", "yolov2_tiny")
+    assert code == 0 and read_metadata(dst)["betterconv.std"] == [1.0, 1.0, 1.0]
