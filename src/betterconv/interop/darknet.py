@@ -183,8 +183,8 @@ class DarknetRoute(nn.Module):
         sizes = {tuple(t.shape[-2:]) for t in inputs}
         if len(sizes) > 1:
             got = ", ".join(f"{tuple(t.shape[-2:])}" for t in inputs)
-            raise BetterConvError(f"darknet route layer {self.index} joins layers {list(self.layers)} whose spatial "
-                                  f"sizes differ for this input: {got}")
+            raise BetterConvError(f"darknet [route] layer {self.index} joins layers {list(self.layers)} whose "
+                                  f"spatial sizes differ for this input: {got}")
         return torch.cat(inputs, dim=1)
 
     def extra_repr(self) -> str:
@@ -425,9 +425,19 @@ class DarknetModel(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise BetterConvError(f"{self.name} expects a (B, {self.in_channels}, H, W) input, got {tuple(x.shape)}")
+        size = tuple(x.shape[-2:])
         outputs: dict[int, torch.Tensor] = {}
         for i, layer in enumerate(self.layers):
-            x = layer([outputs[j] for j in layer.layers]) if isinstance(layer, DarknetRoute) else layer(x)
+            if isinstance(layer, DarknetRoute):
+                x = layer([outputs[j] for j in layer.layers])
+            elif isinstance(layer, Reorg):
+                if x.shape[1] % layer.stride**2 or x.shape[-2] % layer.stride or x.shape[-1] % layer.stride:
+                    c, h, w = x.shape[1:]
+                    raise BetterConvError(f"{self.name}: layer {i} ([reorg] stride={layer.stride}) cannot split its "
+                                          f"{c}x{h}x{w} input, so a {size[0]}x{size[1]} input does not fit this cfg")
+                x = layer(x)
+            else:
+                x = layer(x)
             if i in self._keep:
                 outputs[i] = x
         # region cfgs: (B, num*(5+classes), H, W), the region layer's raw input; classifiers: logits
