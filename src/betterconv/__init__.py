@@ -1,4 +1,5 @@
 """betterconv: FCN, DeepLabv3, YOLOv2 and MobileNetV2, faithful to their papers, with the tools to measure them."""
+from .analysis import memory_table, profile
 from .errors import BetterConvError
 from .models import FeatureInfo, create_model, list_models
 from .interop.darknet import from_darknet, load_darknet_weights, save_darknet_weights
@@ -7,4 +8,5 @@ from .weights import load_weights, save_weights
 
 __version__ = "0.1.0"
 __all__ = ["BetterConvError", "FeatureInfo", "convolutionalize", "create_model", "from_darknet", "list_models",
-           "load_darknet_weights", "load_weights", "save_darknet_weights", "save_weights", "__version__"]
+           "load_darknet_weights", "load_weights", "memory_table", "profile", "save_darknet_weights", "save_weights",
+           "__version__"]

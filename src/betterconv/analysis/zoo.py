@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import math
 from pathlib import Path
 
 from tqdm import tqdm
@@ -13,8 +12,8 @@ from .._io import write_atomic
 from ..models import create_model, list_models, paper_input_size
 from .profile import profile
 
-def _fmt_rf(rf: float) -> str:
-    return "global" if math.isinf(rf) else str(int(rf))
+def _fmt_rf(rf: int | str) -> str:
+    return str(rf)  # an int, or "global" when the output sees the whole image
 
 
 def profile_zoo(output: Path, input_size: tuple[int, int] | None = None) -> list[dict]:
@@ -52,7 +51,7 @@ def _chart(rows: list[dict]) -> bytes:
         ("parameters (M)", [r["params"] / 1e6 for r in rows]),
         ("MACs (G) at the paper's input size", [r["macs"] / 1e9 for r in rows]),
         ("peak activations, Table 3 rule (MB)", [r["peak_activation_bytes"] / 1e6 for r in rows]),
-        ("receptive field (px; global = input)", [r["input_size"][1] if math.isinf(r["receptive_field"])
+        ("receptive field (px; global = input)", [r["input_size"][1] if r["receptive_field"] == "global"
                                                  else r["receptive_field"] for r in rows]),
     ]
     fig, axes = plt.subplots(1, len(panels), figsize=(18, 0.35 * len(names) + 1.5), sharey=True)

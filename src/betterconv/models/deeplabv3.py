@@ -65,11 +65,13 @@ def deeplabv3_resnet101(*, num_classes: int = 21, output_stride: int = 16,
 @register_model()
 def deeplabv3_mobilenet_v2(*, num_classes: int = 21, output_stride: int = 16, width_mult: float = 1.0,
                            atrous_rates: Sequence[int] | None = None, image_pooling: bool = True,
-                           padding: str | None = None, align_corners: bool = False) -> SegmentationModel:
+                           padding: str | None = None, align_corners: bool = False,
+                           round_nearest: int = 8) -> SegmentationModel:
     """The mobile variant of MobileNetV2 §6.3: `atrous_rates=None` means ASPP's atrous branches off.
 
     `padding="tf_same"` and `align_corners=True` reproduce TensorFlow's DeepLab for ported TF/TFLite weights."""
-    backbone = MobileNetV2(num_classes=None, width_mult=width_mult, output_stride=output_stride, padding=padding)
+    backbone = MobileNetV2(num_classes=None, width_mult=width_mult, output_stride=output_stride, padding=padding,
+                           round_nearest=round_nearest)
     head = DeepLabHead(backbone.num_features, num_classes, _rates(atrous_rates, output_stride, default=()),
                        image_pooling)
     return SegmentationModel(backbone, head, num_classes, align_corners=align_corners)

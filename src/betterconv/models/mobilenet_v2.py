@@ -99,6 +99,7 @@ class MobileNetV2(nn.Module):
 
 @register_model()
 def mobilenet_v2(*, num_classes: int | None = 1000, width_mult: float = 1.0, output_stride: int = 32,
-                 dropout: float = 0.2, padding: str | None = None) -> MobileNetV2:
+                 dropout: float = 0.2, padding: str | None = None, round_nearest: int = 8) -> MobileNetV2:
+    """`round_nearest=1` is TensorFlow DeepLab's channel rounding below width 1 (for its ported weights)."""
     return MobileNetV2(num_classes=num_classes, width_mult=width_mult, output_stride=output_stride,
-                       dropout=dropout, padding=padding)
+                       round_nearest=round_nearest, dropout=dropout, padding=padding)

@@ -1,0 +1,661 @@
+"""TensorFlow Lite files (MobileNetV2 and DeepLabv3-MobileNetV2) imported into betterconv's float models.
+
+    read_tflite(path)          the file's graph: tensors (with their quantisation) and operators in order
+    tflite_model_config(path)  which builder and keywords fit the file, e.g.
+                               ("mobilenet_v2", {"num_classes": 1001, "width_mult": 1.0, "padding": "tf_same"})
+    load_tflite(model, path)   dequantised weights onto a model built with that config (in place)
+    create_tflite_model(path)  the three above in one call; returns the model in eval mode
+    tflite_input(path)         the input the file expects: size, quantisation, and the float tensor that betterconv's
+                               model must be given for the *same* image as the interpreter's uint8/int8 input
+
+How weights map. The file's weighted operators (CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED) are taken in graph
+order and paired with the model's `nn.Conv2d` / `nn.Linear` modules in the order its forward pass runs them (a
+shape-only pass on the meta device, at the file's input size). Each pair is checked — kernel shape, groups,
+stride, dilation, the padding actually applied at that size, input/output shapes and the fused activation — and
+the first disagreement raises `BetterConvError` naming the file, the tensor and the module.
+
+Weights are dequantised as real = scale * (q - zero_point): uint8 per-tensor (TF1 quantisation-aware training)
+and int8 per-channel along the tensor's quantized dimension (TF2 post-training quantisation); int32 biases use
+their own scales; float32/float16 tensors are taken as they are. Batch norm is folded into these files, so the
+folded kernel goes into the conv and the following BatchNorm becomes an exact identity plus the folded bias
+(weight 1, bias b, running_mean 0, running_var 1 - eps, so that sqrt(var + eps) == 1 in float32).
+TF DeepLab concatenates [image pooling, 1x1] while betterconv's ASPP concatenates its branches in the order it
+runs them (1x1 first): the projection's input channels are permuted to match, found by tracing the
+CONCATENATION's inputs back to the convolutions that produce them.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import BetterConvError
+from ..models import create_model
+from ..layers.conv import Conv2dSame, ConvNormAct, tf_same_pad
+
+__all__ = [
+    "TFLiteGraph", "TFLiteInput", "TFLiteOp", "TFLiteTensor", "create_tflite_model", "load_tflite", "read_tflite",
+    "tflite_input", "tflite_model_config",
+]
+
+# tflite schema enums
+_DTYPES = {0: np.float32, 1: np.float16, 2: np.int32, 3: np.uint8, 4: np.int64, 6: np.bool_, 7: np.int16,
+           9: np.int8}
+_ACTIVATIONS = {0: "NONE", 1: "RELU", 2: "RELU_N1_TO_1", 3: "RELU6", 4: "TANH", 5: "SIGN_BIT"}
+_PADDINGS = {0: "SAME", 1: "VALID"}
+
+WEIGHTED = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
+# operators whose meaning the model's structure already carries; anything else in a file is refused
+SUPPORTED = WEIGHTED + ("ADD", "AVERAGE_POOL_2D", "MEAN", "RESIZE_BILINEAR", "CONCATENATION", "RESHAPE", "SQUEEZE",
+                        "SOFTMAX", "ARG_MAX", "QUANTIZE", "DEQUANTIZE", "PAD", "RELU", "RELU6")
+_PASS_THROUGH = ("QUANTIZE", "DEQUANTIZE")  # change the number format only
+_SPATIAL_PASS = _PASS_THROUGH + ("RESIZE_BILINEAR", "RESIZE_NEAREST_NEIGHBOR")  # keep the channels' meaning
+
+
+@dataclass
+class TFLiteTensor:
+    index: int
+    name: str
+    shape: tuple[int, ...]
+    dtype: Any  # numpy scalar type, None when the schema type is not one betterconv reads
+    data: np.ndarray | None  # constant contents (already reshaped), None for activations
+    scale: np.ndarray | None = None
+    zero_point: np.ndarray | None = None
+    axis: int = 0  # quantized dimension for per-channel parameters
+
+    @property
+    def quantized(self) -> bool:
+        return self.scale is not None and self.scale.size > 0
+
+    def dequantize(self) -> np.ndarray:
+        """The real values of a constant tensor: scale * (q - zero_point), per tensor or per channel."""
+        if self.data is None:
+            raise ValueError(f"tensor {self.name!r} is not a constant")
+        if not self.quantized or self.data.dtype.kind == "f":
+            return self.data.astype(np.float32)
+        scale = self.scale.astype(np.float64)
+        zero = self.zero_point.astype(np.float64) if self.zero_point is not None and self.zero_point.size else 0.0
+        if scale.size > 1:  # per channel
+            shape = [1] * self.data.ndim
+            shape[self.axis] = scale.size
+            scale = scale.reshape(shape)
+            zero = np.reshape(zero, shape) if np.ndim(zero) else zero
+        return ((self.data.astype(np.float64) - zero) * scale).astype(np.float32)
+
+
+@dataclass
+class TFLiteOp:
+    index: int
+    kind: str  # builtin operator name, e.g. "CONV_2D"
+    inputs: tuple[int, ...]  # tensor indices (-1: optional input absent)
+    outputs: tuple[int, ...]
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TFLiteGraph:
+    path: Path
+    tensors: list[TFLiteTensor]
+    ops: list[TFLiteOp]
+    inputs: list[int]
+    outputs: list[int]
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        self.producer = {t: op.index for op in self.ops for t in op.outputs}
+
+    def producing_op(self, tensor: int) -> TFLiteOp | None:
+        i = self.producer.get(tensor)
+        return None if i is None else self.ops[i]
+
+    def constant(self, tensor: int) -> np.ndarray | None:
+        """Real values of a constant input, also through a DEQUANTIZE of a constant (float16/int8 weight files)."""
+        t = self.tensors[tensor]
+        if t.data is not None:
+            return t.dequantize()
+        op = self.producing_op(tensor)
+        if op is not None and op.kind == "DEQUANTIZE":
+            return self.constant(op.inputs[0])
+        return None
+
+    def source(self, tensor: int, through: tuple[str, ...] = _PASS_THROUGH) -> tuple[int, TFLiteOp | None]:
+        """Follow `tensor` back through operators in `through`; returns the tensor reached and its producer."""
+        op = self.producing_op(tensor)
+        while op is not None and op.kind in through:
+            tensor = op.inputs[0]
+            op = self.producing_op(tensor)
+        return tensor, op
+
+    def where(self) -> str:
+        return self.path.name
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# reading the flatbuffer
+
+def _import_tflite():
+    try:
+        import tflite  # type: ignore[import-not-found]
+    except ImportError:  # pragma: no cover - the package is a dependency
+        raise BetterConvError("reading .tflite files needs the 'tflite' package: pip install tflite") from None
+    return tflite
+
+
+def _options(tfl, op, kind: str) -> dict[str, Any]:
+    table = op.BuiltinOptions()
+    if table is None:
+        return {}
+
+    def init(cls):
+        o = cls()
+        o.Init(table.Bytes, table.Pos)
+        return o
+
+    if kind in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+        o = init(tfl.Conv2DOptions if kind == "CONV_2D" else tfl.DepthwiseConv2DOptions)
+        out = dict(padding=_PADDINGS.get(o.Padding(), str(o.Padding())), stride=(o.StrideH(), o.StrideW()),
+                   dilation=(o.DilationHFactor(), o.DilationWFactor()),
+                   activation=_ACTIVATIONS.get(o.FusedActivationFunction(), str(o.FusedActivationFunction())))
+        if kind == "DEPTHWISE_CONV_2D":
+            out["depth_multiplier"] = o.DepthMultiplier()
+        return out
+    if kind in ("AVERAGE_POOL_2D", "MAX_POOL_2D"):
+        o = init(tfl.Pool2DOptions)
+        return dict(padding=_PADDINGS.get(o.Padding()), stride=(o.StrideH(), o.StrideW()),
+                    filter=(o.FilterHeight(), o.FilterWidth()),
+                    activation=_ACTIVATIONS.get(o.FusedActivationFunction()))
+    if kind == "FULLY_CONNECTED":
+        o = init(tfl.FullyConnectedOptions)
+        return dict(activation=_ACTIVATIONS.get(o.FusedActivationFunction()))
+    if kind == "ADD":
+        o = init(tfl.AddOptions)
+        return dict(activation=_ACTIVATIONS.get(o.FusedActivationFunction()))
+    if kind == "CONCATENATION":
+        o = init(tfl.ConcatenationOptions)
+        return dict(axis=o.Axis(), activation=_ACTIVATIONS.get(o.FusedActivationFunction()))
+    if kind == "RESIZE_BILINEAR":
+        o = init(tfl.ResizeBilinearOptions)
+        return dict(align_corners=bool(o.AlignCorners()), half_pixel_centers=bool(o.HalfPixelCenters()))
+    if kind == "MEAN":
+        o = init(tfl.ReducerOptions)
+        return dict(keep_dims=bool(o.KeepDims()))
+    return {}
+
+
+def read_tflite(path: str | Path) -> TFLiteGraph:
+    """Parse a .tflite file (its first subgraph). Missing, non-TFLite or corrupt files raise `BetterConvError`."""
+    path = Path(path)
+    try:
+        buf = path.read_bytes()
+    except OSError as e:
+        raise BetterConvError(f"{path}: cannot read the file ({e.strerror or e.__class__.__name__})") from None
+    if len(buf) < 8 or buf[4:8] != b"TFL3":
+        raise BetterConvError(f"{path}: not a TensorFlow Lite file (no 'TFL3' identifier)")
+    tfl = _import_tflite()
+    names = tfl.BUILTIN_OPCODE2NAME
+    try:
+        model = tfl.Model.GetRootAsModel(buf, 0)
+        if model.SubgraphsLength() < 1:
+            raise ValueError("no subgraph")
+        sg = model.Subgraphs(0)
+        tensors: list[TFLiteTensor] = []
+        for i in range(sg.TensorsLength()):
+            t = sg.Tensors(i)
+            shape = tuple(int(s) for s in t.ShapeAsNumpy()) if t.ShapeLength() else ()
+            dtype = _DTYPES.get(t.Type())
+            data = None
+            b = model.Buffers(t.Buffer()) if t.Buffer() < model.BuffersLength() else None
+            if b is not None and dtype is not None:
+                raw = None
+                if b.DataLength():
+                    raw = b.DataAsNumpy().tobytes()
+                elif b.Offset() > 1:  # large models keep buffers after the flatbuffer
+                    raw = buf[b.Offset():b.Offset() + b.Size()]
+                if raw:
+                    data = np.frombuffer(raw, dtype=dtype).reshape(shape)
+            scale = zero = None
+            axis = 0
+            q = t.Quantization()
+            if q is not None and q.ScaleLength():
+                scale = q.ScaleAsNumpy().astype(np.float32)
+                zero = q.ZeroPointAsNumpy().astype(np.int64) if q.ZeroPointLength() else np.zeros(1, np.int64)
+                axis = q.QuantizedDimension()
+            tensors.append(TFLiteTensor(i, t.Name().decode("utf-8", "replace"), shape, dtype, data, scale, zero,
+                                        axis))
+        ops: list[TFLiteOp] = []
+        for k in range(sg.OperatorsLength()):
+            op = sg.Operators(k)
+            code = model.OperatorCodes(op.OpcodeIndex())
+            builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+            kind = names.get(builtin, f"BUILTIN_{builtin}")
+            if kind == "CUSTOM":
+                kind = f"CUSTOM:{(code.CustomCode() or b'').decode('utf-8', 'replace')}"
+            ops.append(TFLiteOp(k, kind, tuple(int(i) for i in op.InputsAsNumpy()),
+                                tuple(int(i) for i in op.OutputsAsNumpy()), _options(tfl, op, kind)))
+        graph = TFLiteGraph(path, tensors, ops, [int(i) for i in sg.InputsAsNumpy()],
+                            [int(i) for i in sg.OutputsAsNumpy()],
+                            (model.Description() or b"").decode("utf-8", "replace"))
+    except BetterConvError:
+        raise
+    except Exception as e:  # flatbuffers reports corruption as IndexError, struct.error, ...
+        raise BetterConvError(f"{path}: corrupt or truncated TensorFlow Lite file ({e.__class__.__name__})") from None
+    if len(graph.inputs) != 1 or len(graph.tensors[graph.inputs[0]].shape) != 4:
+        raise BetterConvError(f"{path}: expected one NHWC image input, found inputs "
+                              f"{[graph.tensors[i].shape for i in graph.inputs]}")
+    return graph
+
+
+def _graph(path_or_graph: str | Path | TFLiteGraph) -> TFLiteGraph:
+    return path_or_graph if isinstance(path_or_graph, TFLiteGraph) else read_tflite(path_or_graph)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the input
+
+@dataclass(frozen=True)
+class TFLiteInput:
+    """The image input of a .tflite file and the float input that betterconv's imported model takes for it.
+
+    The interpreter takes RGB pixels (N, H, W, 3): uint8 files the pixels as they are, int8 files pixels - 128,
+    float files pixels / 127.5 - 1. betterconv's model takes the same numbers dequantised, in NCHW:
+    `scale * (q - zero_point)` — for the Coral MobileNet files (scale 1/128, zero point 128) that is
+    (pixels - 128) / 128, TensorFlow's `pixels / 127.5 - 1` to within one quantisation step.
+    """
+
+    height: int
+    width: int
+    channels: int
+    dtype: Any  # numpy type of the interpreter's input
+    scale: float  # 1.0 and 0 for float inputs
+    zero_point: int
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.height, self.width
+
+    def load_image(self, image: str | Path | Any) -> np.ndarray:
+        """An image file or PIL image -> (H, W, 3) uint8 RGB at the file's size (PIL Lanczos, as Coral's examples)."""
+        from PIL import Image
+
+        img = image if isinstance(image, Image.Image) else Image.open(image)
+        img = img.convert("RGB")
+        if img.size != (self.width, self.height):
+            img = img.resize((self.width, self.height), Image.LANCZOS)
+        return np.asarray(img, dtype=np.uint8)
+
+    def interpreter_input(self, pixels: np.ndarray) -> np.ndarray:
+        """(H, W, 3) or (N, H, W, 3) uint8 pixels -> the array to give the interpreter."""
+        pixels = np.asarray(pixels)
+        if pixels.dtype != np.uint8:
+            raise BetterConvError(f"expected uint8 pixels, got {pixels.dtype}")
+        if pixels.ndim == 3:
+            pixels = pixels[None]
+        if pixels.shape[1:] != (self.height, self.width, self.channels):
+            raise BetterConvError(f"expected pixels of shape (N, {self.height}, {self.width}, {self.channels}), "
+                                  f"got {tuple(pixels.shape)}")
+        if self.dtype == np.uint8:
+            return pixels
+        if self.dtype == np.int8:
+            return (pixels.astype(np.int16) - 128).astype(np.int8)
+        return (pixels.astype(np.float32) / 127.5 - 1.0).astype(self.dtype)
+
+    def to_float(self, pixels: np.ndarray) -> torch.Tensor:
+        """(H, W, 3) or (N, H, W, 3) uint8 pixels -> betterconv's input (N, 3, H, W) float32: the interpreter's
+        input, dequantised."""
+        q = self.interpreter_input(pixels)
+        x = q.astype(np.float32) if q.dtype.kind == "f" else (
+            (q.astype(np.float64) - self.zero_point) * self.scale).astype(np.float32)
+        return torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+
+
+def tflite_input(path: str | Path | TFLiteGraph) -> TFLiteInput:
+    """Size and quantisation of the file's image input (see `TFLiteInput`)."""
+    g = _graph(path)
+    t = g.tensors[g.inputs[0]]
+    _, h, w, c = t.shape
+    if t.dtype in (np.uint8, np.int8):
+        if not t.quantized:
+            raise BetterConvError(f"{g.where()}: the {np.dtype(t.dtype).name} input {t.name!r} has no quantisation")
+        return TFLiteInput(h, w, c, t.dtype, float(t.scale[0]), int(t.zero_point[0]))
+    if t.dtype in (np.float32, np.float16):
+        return TFLiteInput(h, w, c, t.dtype, 1.0, 0)
+    raise BetterConvError(f"{g.where()}: unsupported input type {t.dtype} of tensor {t.name!r}")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# pairing the file's layers with the model's
+
+@dataclass
+class _Layer:
+    name: str
+    module: nn.Module  # nn.Conv2d or nn.Linear of the real model
+    in_shape: tuple[int, ...]
+    out_shape: tuple[int, ...]
+    bn: nn.BatchNorm2d | None
+    act: str | None  # "NONE", "RELU", "RELU6", another class name, or None when unknown
+
+
+def _activation_name(act: nn.Module | None) -> str:
+    if act is None or isinstance(act, nn.Identity):
+        return "NONE"
+    if isinstance(act, nn.ReLU6):
+        return "RELU6"
+    if isinstance(act, nn.ReLU):
+        return "RELU"
+    if isinstance(act, nn.Hardtanh) and act.min_val == 0 and act.max_val == 6:
+        return "RELU6"
+    return type(act).__name__
+
+
+def _trace(model: nn.Module, size: tuple[int, int, int], where: str) -> list[_Layer]:
+    """The model's conv/linear modules in the order forward runs them, with their input and output shapes.
+
+    Runs a copy on the meta device (shapes only), or on the CPU when some operation has no meta kernel."""
+    h, w, c = size
+    for device in ("meta", "cpu"):
+        shadow = copy.deepcopy(model).eval().to(device)
+        names = {m: n for n, m in shadow.named_modules()}
+        seen: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = []
+
+        def hook(mod: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
+            seen.append((names[mod], tuple(inputs[0].shape), tuple(output.shape)))
+
+        handles = [m.register_forward_hook(hook) for m in shadow.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+        try:
+            with torch.no_grad():
+                shadow(torch.zeros(1, c, h, w, device=device))
+        except NotImplementedError:
+            continue
+        except Exception as e:
+            message = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise BetterConvError(f"{where}: the model does not run at the file's input size {h}x{w}: {message}"
+                                  ) from None
+        finally:
+            for handle in handles:
+                handle.remove()
+        return _layers(model, seen)
+    raise BetterConvError(f"{where}: cannot trace the model")  # pragma: no cover
+
+
+def _layers(model: nn.Module, seen: list[tuple[str, tuple[int, ...], tuple[int, ...]]]) -> list[_Layer]:
+    layers = []
+    for name, in_shape, out_shape in seen:
+        module = model.get_submodule(name)
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        bn, act = None, None
+        if isinstance(parent, ConvNormAct) and child == "conv":
+            bn = getattr(parent, "bn", None)
+            act = _activation_name(getattr(parent, "act", None))
+            if bn is not None and not isinstance(bn, nn.BatchNorm2d):
+                bn = None
+        elif isinstance(module, nn.Linear) or (isinstance(module, nn.Conv2d) and not isinstance(parent,
+                                                                                                ConvNormAct)):
+            act = "NONE" if isinstance(module, nn.Linear) or parent is model else None
+        layers.append(_Layer(name, module, in_shape, out_shape, bn, act))
+    return layers
+
+
+def _torch_weight(g: TFLiteGraph, op: TFLiteOp) -> np.ndarray:
+    w = g.constant(op.inputs[1])
+    if w is None:
+        raise BetterConvError(f"{g.where()}: operator {op.index} ({op.kind}) has a non-constant weight tensor "
+                              f"{g.tensors[op.inputs[1]].name!r}")
+    if op.kind == "CONV_2D":  # [O, KH, KW, I] -> [O, I, KH, KW]
+        return w.transpose(0, 3, 1, 2)
+    if op.kind == "DEPTHWISE_CONV_2D":  # [1, KH, KW, C * m] -> [C * m, 1, KH, KW]
+        return w.transpose(3, 0, 1, 2)
+    return w  # FULLY_CONNECTED: [O, I]
+
+
+def _bias(g: TFLiteGraph, op: TFLiteOp) -> np.ndarray | None:
+    if len(op.inputs) < 3 or op.inputs[2] < 0:
+        return None
+    b = g.constant(op.inputs[2])
+    if b is None:
+        raise BetterConvError(f"{g.where()}: operator {op.index} ({op.kind}) has a non-constant bias tensor "
+                              f"{g.tensors[op.inputs[2]].name!r}")
+    return b.reshape(-1)
+
+
+def _model_pads(conv: nn.Conv2d, h: int, w: int) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) that `conv` applies to an h x w input."""
+    if isinstance(conv, Conv2dSame):
+        return (*tf_same_pad(h, conv.kernel_size[0], conv.stride[0], conv.dilation[0]),
+                *tf_same_pad(w, conv.kernel_size[1], conv.stride[1], conv.dilation[1]))
+    if isinstance(conv.padding, str):
+        if conv.padding == "valid":
+            return 0, 0, 0, 0
+        return (*tf_same_pad(h, conv.kernel_size[0], 1, conv.dilation[0]),
+                *tf_same_pad(w, conv.kernel_size[1], 1, conv.dilation[1]))
+    ph, pw = conv.padding
+    return ph, ph, pw, pw
+
+
+def _file_pads(g: TFLiteGraph, op: TFLiteOp, kernel: tuple[int, int]) -> tuple[tuple[int, int, int, int], int]:
+    """(top, bottom, left, right) the file pads the conv's input with, and the tensor before any PAD op."""
+    x = op.inputs[0]
+    extra = (0, 0, 0, 0)
+    pad = g.producing_op(x)
+    if pad is not None and pad.kind == "PAD":
+        p = g.constant(pad.inputs[1])
+        if p is not None and p.shape == (4, 2):
+            extra = (int(p[1, 0]), int(p[1, 1]), int(p[2, 0]), int(p[2, 1]))
+            x = pad.inputs[0]
+    _, h, w, _ = g.tensors[op.inputs[0]].shape
+    if op.options.get("padding") == "SAME":
+        sh, sw = op.options["stride"]
+        dh, dw = op.options["dilation"]
+        t, b = tf_same_pad(h, kernel[0], sh, dh)
+        left, r = tf_same_pad(w, kernel[1], sw, dw)
+        pads = (t, b, left, r)
+    else:
+        pads = (0, 0, 0, 0)
+    return tuple(a + e for a, e in zip(pads, extra)), x
+
+
+class _Mismatch(BetterConvError):
+    pass
+
+
+def _check_pair(g: TFLiteGraph, op: TFLiteOp, layer: _Layer, n: int) -> np.ndarray:
+    """Check one (operator, module) pair; returns the weight in torch layout for `layer.module`."""
+    wname = g.tensors[op.inputs[1]].name.split(";")[0]  # converters join fused tensors' names with ";"
+    here = f"{g.where()}: weighted layer {n} (tensor {wname!r}, {op.kind}) vs module {layer.name!r}"
+    m = layer.module
+    weight = _torch_weight(g, op)
+    if isinstance(m, nn.Linear):
+        if op.kind != "FULLY_CONNECTED":
+            if weight.shape[2:] != (1, 1) or g.tensors[op.inputs[0]].shape[1:3] != (1, 1) or op.kind != "CONV_2D":
+                raise _Mismatch(f"{here}: a {tuple(weight.shape)} convolution cannot load into a Linear layer")
+            weight = weight.reshape(weight.shape[0], -1)
+        if tuple(weight.shape) != tuple(m.weight.shape):
+            raise _Mismatch(f"{here}: shape {tuple(weight.shape)} in the file, {tuple(m.weight.shape)} in the model")
+    else:
+        if op.kind == "FULLY_CONNECTED":
+            raise _Mismatch(f"{here}: a FULLY_CONNECTED layer cannot load into a convolution")
+        if tuple(weight.shape) != tuple(m.weight.shape):
+            raise _Mismatch(f"{here}: shape {tuple(weight.shape)} (OIHW) in the file, {tuple(m.weight.shape)} in "
+                            f"the model")
+        groups = m.in_channels if op.kind == "DEPTHWISE_CONV_2D" else 1
+        if m.groups != groups:
+            raise _Mismatch(f"{here}: groups {groups} in the file, {m.groups} in the model")
+        for key, ours in (("stride", tuple(m.stride)), ("dilation", tuple(m.dilation))):
+            if tuple(op.options[key]) != ours:
+                raise _Mismatch(f"{here}: {key} {tuple(op.options[key])} in the file, {ours} in the model (check "
+                                f"output_stride)")
+        pads, x = _file_pads(g, op, tuple(m.kernel_size))
+        _, h, w, _ = g.tensors[x].shape
+        ours = _model_pads(m, h, w)
+        if pads != ours:
+            hint = " (build with padding='tf_same')" if op.options.get("padding") == "SAME" else ""
+            raise _Mismatch(f"{here}: the file pads a {h}x{w} input by {pads} (top, bottom, left, right), the model "
+                            f"by {ours}{hint}")
+        fin, fout = g.tensors[x].shape, g.tensors[op.outputs[0]].shape
+        if (fin[1], fin[2]) != tuple(layer.in_shape[2:]) or (fout[1], fout[2]) != tuple(layer.out_shape[2:]):
+            raise _Mismatch(f"{here}: maps {fin[1]}x{fin[2]} -> {fout[1]}x{fout[2]} in the file, "
+                            f"{layer.in_shape[2]}x{layer.in_shape[3]} -> {layer.out_shape[2]}x{layer.out_shape[3]} "
+                            f"in the model")
+    act = op.options.get("activation", "NONE")
+    if layer.act is not None and act != layer.act:
+        raise _Mismatch(f"{here}: activation {act} in the file, {layer.act} in the model")
+    return weight
+
+
+def _concat_order(g: TFLiteGraph, op: TFLiteOp, pair_of: dict[int, int]) -> list[tuple[int, int, int]] | None:
+    """For an operator fed by a channel CONCATENATION: [(pair index of the producer, start, stop)] per input in the
+    file's order, or None when the input is no concatenation or a part cannot be traced to a weighted layer."""
+    _, cat = g.source(op.inputs[0])
+    if cat is None or cat.kind != "CONCATENATION":
+        return None
+    rank = len(g.tensors[cat.outputs[0]].shape)
+    if cat.options.get("axis", -1) % rank != rank - 1:
+        return None
+    parts, start = [], 0
+    for t in cat.inputs:
+        channels = g.tensors[t].shape[-1]
+        _, producer = g.source(t, _SPATIAL_PASS)
+        if producer is None or producer.index not in pair_of:
+            return None
+        parts.append((pair_of[producer.index], start, start + channels))
+        start += channels
+    return parts
+
+
+def _pair(model: nn.Module, g: TFLiteGraph) -> list[tuple[TFLiteOp, _Layer, np.ndarray]]:
+    unsupported = sorted({op.kind for op in g.ops if op.kind not in SUPPORTED})
+    if unsupported:
+        raise BetterConvError(f"{g.where()}: unsupported operator(s) {', '.join(unsupported)}")
+    ops = [op for op in g.ops if op.kind in WEIGHTED]
+    _, h, w, c = g.tensors[g.inputs[0]].shape
+    layers = _trace(model, (h, w, c), g.where())
+    pairs = []
+    for n, (op, layer) in enumerate(zip(ops, layers)):
+        pairs.append((op, layer, _check_pair(g, op, layer, n)))
+    if len(ops) != len(layers):
+        extra = (f"the first unmatched is tensor {g.tensors[ops[len(layers)].inputs[1]].name.split(';')[0]!r}"
+                 if len(ops) > len(layers) else f"the first unmatched is module {layers[len(ops)].name!r}")
+        raise _Mismatch(f"{g.where()}: the file has {len(ops)} weighted layers, the model {len(layers)}; {extra}")
+    resizes = [op for op in g.ops if op.kind == "RESIZE_BILINEAR"]
+    ours = getattr(model, "align_corners", None)
+    if resizes and isinstance(ours, bool) and resizes[-1].options["align_corners"] != ours:
+        theirs = resizes[-1].options["align_corners"]
+        raise _Mismatch(f"{g.where()}: the file resizes its output with align_corners={theirs}, the model with "
+                        f"align_corners={ours} (build with align_corners={theirs})")
+    # a projection after a concatenation: put its input channels in the model's (execution) order
+    pair_of = {op.index: n for n, (op, _, _) in enumerate(pairs)}
+    for n, (op, layer, weight) in enumerate(pairs):
+        parts = _concat_order(g, op, pair_of)
+        if parts is None or weight.ndim < 2:
+            continue
+        ordered = sorted(parts)
+        if ordered != parts:
+            index = np.concatenate([np.arange(a, b) for _, a, b in ordered])
+            pairs[n] = (op, layer, weight[:, index])
+    return pairs
+
+
+def load_tflite(model: nn.Module, path: str | Path) -> nn.Module:
+    """Load a .tflite file's dequantised weights into `model` in place (see the module's docstring); returns it.
+
+    Build the model with `tflite_model_config(path)` (or use `create_tflite_model`). Nothing is written unless
+    every layer matches."""
+    g = read_tflite(path)
+    pairs = _pair(model, g)
+    with torch.no_grad():
+        for op, layer, weight in pairs:
+            m = layer.module
+            dev, dtype = m.weight.device, m.weight.dtype
+            m.weight.copy_(torch.from_numpy(np.ascontiguousarray(weight)).to(dev, dtype))
+            bias = _bias(g, op)
+            if bias is None:
+                bias = np.zeros(m.weight.shape[0], np.float32)
+            b = torch.from_numpy(np.ascontiguousarray(bias)).to(dev, dtype)
+            if layer.bn is not None:
+                bn = layer.bn
+                if m.bias is not None:
+                    m.bias.zero_()
+                bn.weight.fill_(1.0)
+                bn.bias.copy_(b)
+                bn.running_mean.zero_()
+                bn.running_var.fill_(1.0 - bn.eps)  # sqrt(var + eps) == 1 exactly in float32
+                if bn.num_batches_tracked is not None:
+                    bn.num_batches_tracked.zero_()
+            elif m.bias is not None:
+                m.bias.copy_(b)
+            elif bool(np.any(bias)):
+                raise BetterConvError(f"{g.where()}: tensor {g.tensors[op.inputs[2]].name!r} is a bias but module "
+                                      f"{layer.name!r} has neither a bias nor a batch norm")
+    return model
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# which betterconv model fits a file
+
+_MOBILENET_V2_DEPTHWISE = 17  # one per inverted residual block
+
+
+def tflite_model_config(path: str | Path) -> tuple[str, dict[str, Any]]:
+    """The betterconv builder and keyword arguments whose model `load_tflite` fills from this file.
+
+    Recognises MobileNetV2 classifiers (-> "mobilenet_v2") and DeepLabv3 on MobileNetV2 (->
+    "deeplabv3_mobilenet_v2"); the width multiplier, output stride, classes, atrous rates, image pooling, padding
+    and resize alignment are read from the graph, and the result is verified by building the model and pairing
+    every layer. TF DeepLab rounds channels to multiples of 1 (not 8) below width 1: then the keywords carry
+    `round_nearest=1`."""
+    g = read_tflite(path)
+    ops = [op for op in g.ops if op.kind in WEIGHTED]
+    depthwise = [i for i, op in enumerate(ops) if op.kind == "DEPTHWISE_CONV_2D"]
+    stem = ops[0] if ops else None
+    if (len(depthwise) != _MOBILENET_V2_DEPTHWISE or stem is None or stem.kind != "CONV_2D"
+            or g.tensors[stem.inputs[1]].shape[1:] != (3, 3, 3) or tuple(stem.options["stride"]) != (2, 2)):
+        raise BetterConvError(f"{g.where()}: not a MobileNetV2 graph that betterconv knows ({len(ops)} weighted "
+                              f"layers, {len(depthwise)} depthwise)")
+    backbone_end = depthwise[-1] + 1  # the last block's projection
+    last = ops[backbone_end]
+    width_mult = round(g.tensors[last.inputs[1]].shape[0] / 320, 2)
+    padding = "tf_same" if any(op.options.get("padding") == "SAME" for op in ops if op.kind != "FULLY_CONNECTED"
+                               and max(g.tensors[op.inputs[1]].shape[1:3]) > 1) else None
+    head = ops[backbone_end + 1:]
+    kinds = {op.kind for op in g.ops}
+    if not head:
+        raise BetterConvError(f"{g.where()}: a MobileNetV2 backbone without a classifier or segmentation head")
+    segmentation = bool(kinds & {"CONCATENATION", "RESIZE_BILINEAR", "ARG_MAX"}) or (
+        head[-1].kind != "FULLY_CONNECTED" and g.tensors[head[-1].outputs[0]].shape[1:3] != (1, 1))
+    num_classes = g.tensors[head[-1].inputs[1]].shape[0]
+    if segmentation:
+        output_stride = 2 ** sum(1 for op in ops[:backbone_end + 1] if tuple(op.options["stride"]) == (2, 2))
+        rates = tuple(op.options["dilation"][0] for op in head
+                      if op.kind == "CONV_2D" and g.tensors[op.inputs[1]].shape[1] == 3)
+        head_ops = g.ops[last.index + 1:]
+        image_pooling = any(op.kind in ("AVERAGE_POOL_2D", "MEAN") for op in head_ops)
+        resizes = [op for op in head_ops if op.kind == "RESIZE_BILINEAR"]
+        align_corners = resizes[-1].options["align_corners"] if resizes else False
+        name = "deeplabv3_mobilenet_v2"
+        kwargs: dict[str, Any] = dict(num_classes=num_classes, output_stride=output_stride, width_mult=width_mult,
+                                      atrous_rates=rates, image_pooling=image_pooling, padding=padding,
+                                      align_corners=align_corners)
+    else:
+        name = "mobilenet_v2"
+        kwargs = dict(num_classes=num_classes, width_mult=width_mult, padding=padding)
+    errors = []
+    for extra in ({}, {"round_nearest": 1}):  # TF's divisible_by=8, or 1 (DeepLab below width 1)
+        candidate = {**kwargs, **extra}
+        try:
+            _pair(create_model(name, **candidate), g)
+        except _Mismatch as e:
+            errors.append(str(e))
+            continue
+        return name, candidate
+    raise BetterConvError(f"no betterconv model fits: {errors[0]}")
+
+
+def create_tflite_model(path: str | Path) -> nn.Module:
+    """Build the model that `tflite_model_config` names, load the file's weights, and return it in eval mode."""
+    name, kwargs = tflite_model_config(path)
+    return load_tflite(create_model(name, **kwargs), path).eval()
