@@ -74,3 +74,35 @@ def test_bad_darknet_files(capsys, tmp_path, shared_data):
     assert_refused(capsys, dst, good, dst, "--cfg", cfg, message="odd.cfg")
     code, out, _ = convert(capsys, good, dst, "--model", "yolov2_tiny")
     assert code == 0 and read_metadata(dst)["betterconv.std"] == [1.0, 1.0, 1.0]
+
+
+def test_tflite_converts(capsys, tmp_path, shared_data):
+    pytest.importorskip("tflite")
+    dst = tmp_path / "mnv2.safetensors"
+    code, out, _ = convert(capsys, shared_data / "coral" / "mobilenet_v2_1.0_224_quant.tflite", dst,
+                           "--model", "mobilenet_v2")
+    assert code == 0
+    meta = read_metadata(dst)
+    assert meta["betterconv.model_kwargs"]["padding"] == "tf_same"
+    assert meta["betterconv.class_names"][:2] == ["background", "tench"] and meta["betterconv.mean"] == [0.5] * 3
+    assert_refused(capsys, tmp_path / "x.safetensors", shared_data / "coral" / "mobilenet_v2_1.0_224_quant.tflite",
+                   tmp_path / "x.safetensors", "--model", "deeplabv3_mobilenet_v2", message="not a deeplabv3")
+
+
+def test_heatmap_command(capsys, tmp_path):
+    from PIL import Image
+
+    torch.manual_seed(0)
+    weights = tmp_path / "vgg16.pth"
+    torch.save(torchvision.models.vgg16().state_dict(), weights)
+    image = tmp_path / "cat.png"
+    Image.new("RGB", (300, 240), (120, 90, 60)).save(image)
+    out = tmp_path / "heat.png"
+    code = main(["heatmap", str(image), "--weights", str(weights), "--class", "Egyptian cat", "--size", "256",
+                 "--output", str(out)])
+    assert code == 0 and "Egyptian cat" in capsys.readouterr().out
+    assert Image.open(out).format == "PNG"
+    code = main(["heatmap", str(image), "--weights", str(weights), "--class", "unicorn", "--output",
+                 str(tmp_path / "none.png")])
+    err = capsys.readouterr().err
+    assert code != 0 and "no class named 'unicorn'" in err and not (tmp_path / "none.png").exists()
