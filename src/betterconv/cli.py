@@ -17,7 +17,7 @@ class _Parser(argparse.ArgumentParser):
         raise BetterConvError(f"{self.prog}: {message}")
 
 
-def _model_kwargs(pairs: list[str]) -> dict[str, Any]:
+def model_kwargs(pairs: list[str]) -> dict[str, Any]:
     """`--arg width_mult=0.5 --arg atrous_rates=(6,12)` -> {"width_mult": 0.5, "atrous_rates": (6, 12)}."""
     kwargs = {}
     for pair in pairs:
@@ -50,7 +50,7 @@ def _cmd_profile(args: argparse.Namespace) -> None:
         return
     if not args.model:
         raise BetterConvError("profile needs a model name (or --memory-table)")
-    model = create_model(args.model, **_model_kwargs(args.arg))
+    model = create_model(args.model, **model_kwargs(args.arg))
     result = profile(model, input_size=(3, *args.input_size))
     print(json.dumps(result.to_dict(), indent=2) if args.json else result.format_table())
 
@@ -165,6 +165,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="output PNG (default: <image stem>_<class>_heatmap.png)")
     p.add_argument("--trusted", action="store_true", help="allow unpickling a .pth that holds more than tensors")
     p.set_defaults(func=_cmd_heatmap)
+
+    from .commands import segmentation
+
+    train_sub = sub.add_parser("train", help="train a model").add_subparsers(dest="task", required=True,
+                                                                            parser_class=_Parser)
+    eval_sub = sub.add_parser("eval", help="evaluate a model or written predictions").add_subparsers(
+        dest="task", required=True, parser_class=_Parser)
+    predict_sub = sub.add_parser("predict", help="run a model on images").add_subparsers(
+        dest="task", required=True, parser_class=_Parser)
+    segmentation.add_parsers(train_sub, eval_sub, predict_sub)
 
     p = sub.add_parser("zoo", help="profile every model of the zoo: a table, a JSON file and a PNG chart")
     p.add_argument("--output", default="out/zoo", help="output folder (default: out/zoo)")

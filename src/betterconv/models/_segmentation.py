@@ -36,8 +36,8 @@ class DeepLabHead(nn.Sequential):
 
 
 class SegmentationModel(nn.Module):
-    """`forward` gives logits at the input resolution (B, num_classes, H, W); `forward_aux` also the auxiliary
-    head's logits when there is one."""
+    """`forward` gives logits at the input resolution (B, num_classes, H, W). With an auxiliary head, in training
+    mode it gives the tuple (logits, aux_logits), as the auxiliary loss needs; `forward_aux` always does."""
 
     def __init__(self, backbone: nn.Module, head: nn.Module, num_classes: int, aux_head: bool = False,
                  align_corners: bool = False) -> None:
@@ -62,8 +62,9 @@ class SegmentationModel(nn.Module):
             return out, None
         return out, self._upsample(self.aux_head(features[self.aux_feature_name]), size)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.aux_head is None:  # skip the auxiliary stage entirely
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        if self.aux_head is None:
             size = x.shape[-2:]
             return self._upsample(self.head(self.backbone.forward_features(x)[self.feature_name]), size)
-        return self.forward_aux(x)[0]
+        out, aux = self.forward_aux(x)
+        return (out, aux) if self.training else out

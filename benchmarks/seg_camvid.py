@@ -1,0 +1,97 @@
+"""CamVid segmentation benchmarks (issue 4): DeepLabv3-MobileNetV2 from the ImageNet MobileNetV2 of Google's TFLite
+file vs from scratch, with the training curve, evaluated on the 233 test images at full 360x480 resolution.
+
+    python benchmarks/seg_camvid.py --experiment pretrained --epochs 20 --crop-size 256 --batch-size 8
+    python benchmarks/seg_camvid.py --experiment scratch ...
+
+Writes benchmarks/results/seg_camvid_<experiment>.json (figures, curve, model, command, date, CPU budget).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--experiment", choices=("pretrained", "scratch"), required=True)
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--crop-size", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--lr", type=float, default=0.007)
+    p.add_argument("--eval-images", type=int, default=25, help="validation images per epoch (for the curve)")
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--output", default=str(ROOT / "runs"))
+    args = p.parse_args()
+    if not (DATA / "camvid").is_dir():
+        sys.exit(f"CamVid not found at {DATA / 'camvid'}")
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+
+    from betterconv.cli import main as cli
+    from betterconv.data.segmentation import segmentation_dataset
+    from betterconv.data.transforms import eval_transform
+    from betterconv.models import create_model
+    from betterconv.tasks.segmentation import evaluate_segmentation
+
+    run = Path(args.output) / f"seg_camvid_{args.experiment}"
+    argv = ["train", "seg", "--model", "deeplabv3_mobilenet_v2", "--data", f"camvid:{DATA / 'camvid'}",
+            "--epochs", str(args.epochs), "--crop-size", str(args.crop_size), "--batch-size", str(args.batch_size),
+            "--lr", str(args.lr), "--eval-images", str(args.eval_images), "--workers", str(args.workers),
+            "--channels-last", "--output", str(run), "--resume"]
+    if args.experiment == "pretrained":
+        argv += ["--backbone-weights", str(DATA / "coral" / "mobilenet_v2_1.0_224_quant.tflite")]
+    started = time.time()
+    code = cli(argv)
+    if code:
+        sys.exit(code)
+    train_seconds = time.time() - started
+
+    test = segmentation_dataset(f"camvid:{DATA / 'camvid'}", "test", transform=eval_transform())
+    results = {}
+    for output_stride in (16, 8):
+        model = create_model("deeplabv3_mobilenet_v2", weights=run / "model.safetensors",
+                             output_stride=output_stride).eval()
+        t = time.time()
+        r = evaluate_segmentation(model, test, test.num_classes)
+        results[f"test_os{output_stride}"] = {"miou": r["miou"], "pixel_acc": r["pixel_acc"],
+                                              "boundary_f": r["boundary_f"],
+                                              "per_class_iou": dict(zip(test.class_names, r["per_class_iou"])),
+                                              "seconds": round(time.time() - t, 1)}
+        print(f"test OS{output_stride}: mIoU {100 * r['miou']:.2f}  pixel acc {100 * r['pixel_acc']:.2f}  "
+              f"boundary F {100 * r['boundary_f']:.2f}")
+    history = json.loads((run / "history.json").read_text())
+    report = {
+        "benchmark": f"seg_camvid_{args.experiment}",
+        "model": "deeplabv3_mobilenet_v2 (output stride 16 in training, ASPP off: 1x1 + image pooling, §6.3)",
+        "backbone": "ImageNet MobileNetV2 from mobilenet_v2_1.0_224_quant.tflite" if args.experiment == "pretrained"
+        else "random initialisation",
+        "data": "CamVid (SegNet split): 367 train, evaluated on 233 test images at 360x480, 11 classes, void ignored",
+        "command": "python benchmarks/seg_camvid.py " + " ".join(sys.argv[1:]),
+        "date": datetime.date.today().isoformat(),
+        "budget": {"device": "cpu", "threads": torch.get_num_threads(), "cpu": platform.processor() or "x86_64",
+                   "train_seconds": round(train_seconds), "epochs": args.epochs,
+                   "crop_size": args.crop_size, "batch_size": args.batch_size, "lr": args.lr},
+        "results": results,
+        "curve": history,
+    }
+    out = ROOT / "benchmarks" / "results" / f"seg_camvid_{args.experiment}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(report, indent=2))
+    os.replace(tmp, out)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Command-line front ends of the tasks; `betterconv.cli` assembles them."""

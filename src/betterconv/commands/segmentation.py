@@ -1,0 +1,264 @@
+"""`betterconv train seg`, `betterconv eval seg`, `betterconv predict seg`."""
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import BetterConvError
+
+# segmentation model -> the classifier whose ImageNet weights start its backbone
+BACKBONE_CLASSIFIER = {"deeplabv3_resnet50": "resnet50", "deeplabv3_resnet101": "resnet101",
+                       "deeplabv3_mobilenet_v2": "mobilenet_v2", "fcn_resnet50": "resnet50",
+                       "fcn_resnet101": "resnet101", "fcn32s_vgg16": "vgg16", "fcn16s_vgg16": "vgg16",
+                       "fcn8s_vgg16": "vgg16"}
+# keywords a classifier's weights impose on the backbone (e.g. TensorFlow padding of TFLite weights)
+BACKBONE_KEYWORDS = ("padding", "round_nearest")
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise BetterConvError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _device(name: str | None) -> torch.device:
+    return torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def backbone_from_classifier(model: nn.Module, classifier: nn.Module, source: str) -> int:
+    """Copy an ImageNet classifier's weights into a segmentation model's backbone (and FCN's fc6/fc7, which are
+    VGG's fc6/fc7 as convolutions, FCN §3.1). Returns the number of tensors copied."""
+    from ..models.fcn import FCN, convolutionalize
+    from ..models.vgg import VGG
+
+    state = {f"backbone.{k}": v for k, v in classifier.state_dict().items()}
+    if isinstance(model, FCN) and isinstance(classifier, VGG):
+        conv = convolutionalize(classifier).state_dict()
+        for ours, theirs in (("fc6.conv", "classifier.0.conv"), ("fc7.conv", "classifier.2.conv")):
+            for kind in ("weight", "bias"):
+                state[f"{ours}.{kind}"] = conv[f"{theirs}.{kind}"]
+    target = model.state_dict()
+    wanted = [k for k in target if k.startswith("backbone.")]
+    missing = [k for k in wanted if k not in state or state[k].shape != target[k].shape]
+    if missing:
+        raise BetterConvError(f"{source}: these weights do not fit the backbone ({len(missing)} tensors, "
+                              f"first {missing[0]})")
+    copied = {k: v for k, v in state.items() if k in target and v.shape == target[k].shape}
+    model.load_state_dict(copied, strict=False)
+    return len(copied)
+
+
+def init_from(model: nn.Module, path: str, trusted: bool = False) -> tuple[int, int]:
+    """Staged training (FCN §4.2: 32s -> 16s -> 8s): copy every tensor whose name and shape match from a checkpoint
+    or weights file; the rest keep their initialisation. Returns (copied, total)."""
+    from ..weights import read_checkpoint
+
+    state, _ = read_checkpoint(path, trusted)
+    target = model.state_dict()
+    copied = {k: v for k, v in state.items() if k in target and v.shape == target[k].shape}
+    if not copied:
+        raise BetterConvError(f"{path}: no tensor in it fits {type(model).__name__}")
+    model.load_state_dict(copied, strict=False)
+    return len(copied), len(target)
+
+
+def build_model(args: argparse.Namespace, num_classes: int) -> nn.Module:
+    from ..cli import model_kwargs
+    from ..models import create_model, model_arguments
+
+    kwargs: dict[str, Any] = {"num_classes": num_classes, **model_kwargs(args.arg)}
+    classifier = None
+    if getattr(args, "backbone_weights", None):
+        if args.model not in BACKBONE_CLASSIFIER:
+            raise BetterConvError(f"{args.model} has no ImageNet backbone to load")
+        classifier = create_model(BACKBONE_CLASSIFIER[args.model], weights=args.backbone_weights,
+                                  trusted=args.trusted)
+        for key in BACKBONE_KEYWORDS:
+            if key in classifier.model_kwargs and key in model_arguments(args.model):
+                kwargs.setdefault(key, classifier.model_kwargs[key])
+    model = create_model(args.model, **kwargs)
+    if classifier is not None:
+        n = backbone_from_classifier(model, classifier, args.backbone_weights)
+        print(f"backbone: {n} tensors from {args.backbone_weights}")
+    if getattr(args, "init_from", None):
+        copied, total = init_from(model, args.init_from, args.trusted)
+        print(f"initialised {copied}/{total} tensors from {args.init_from}")
+    return model
+
+
+def _data_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, metavar="KIND:PATH",
+                   help="voc:, sbd:, camvid:, coco:, coco-all: or folder: followed by the dataset root")
+    p.add_argument("--skip-bad", action="store_true", help="skip (and count) unreadable or inconsistent samples")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from ..data.segmentation import segmentation_dataset
+    from ..data.transforms import eval_transform, train_transform
+    from ..engine import Trainer, TrainConfig
+    from ..tasks.segmentation import evaluate_segmentation, recipe_for, segmentation_loss
+
+    recipe = recipe_for(args.model)
+    overrides = {k: getattr(args, k) for k in ("optimizer", "lr", "momentum", "weight_decay", "schedule",
+                                               "batch_size", "crop_size", "epochs") if getattr(args, k) is not None}
+    recipe = replace(recipe, **overrides)
+    train_set = segmentation_dataset(args.data, args.train_split, transform=train_transform(recipe.crop_size),
+                                     skip_bad=args.skip_bad)
+    val_set = segmentation_dataset(args.data, args.val_split, transform=eval_transform(), skip_bad=args.skip_bad)
+    for ds in (train_set, val_set):
+        if ds.skipped:
+            print(f"skipped {len(ds.skipped)} bad samples of {args.data}")
+    model = build_model(args, train_set.num_classes)
+    if args.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    device = _device(args.device)
+
+    def evaluate(m: nn.Module) -> dict:
+        result = evaluate_segmentation(m, val_set, val_set.num_classes, device, max_images=args.eval_images,
+                                       boundary_tolerance=2)
+        return {"val_miou": result["miou"], "val_pixel_acc": result["pixel_acc"],
+                "val_boundary_f": result["boundary_f"]}
+
+    config = TrainConfig(epochs=recipe.epochs, batch_size=recipe.batch_size, lr=recipe.lr,
+                         optimizer=recipe.optimizer, momentum=recipe.momentum, weight_decay=recipe.weight_decay,
+                         schedule=recipe.schedule, workers=args.workers, seed=args.seed, amp=not args.no_amp,
+                         sync_bn=args.sync_bn, freeze_bn=args.freeze_bn, eval_every=args.eval_every,
+                         max_steps_per_epoch=args.max_steps_per_epoch, output=args.output,
+                         extra={"task": "seg", "model": args.model, "model_kwargs": model.model_kwargs,
+                                "data": args.data, "class_names": list(train_set.class_names),
+                                "recipe": recipe.source})
+    trainer = Trainer(model, train_set, segmentation_loss, config, evaluate_fn=evaluate, best_metric="val_miou",
+                      device=device)
+    if args.resume and trainer.resume():
+        print(f"resuming from {Path(args.output) / 'last.pt'} at epoch {trainer.start_epoch + 1}")
+    trainer.fit()
+    if trainer.dist.is_main:
+        _export_weights(model, Path(args.output), list(train_set.class_names), recipe.crop_size)
+
+
+def _export_weights(model: nn.Module, output: Path, class_names: list[str], crop: int) -> None:
+    from ..data.class_names import IMAGENET_MEAN, IMAGENET_STD
+    from ..weights import save_weights
+
+    best = output / "best.pt"
+    if best.is_file():
+        model.load_state_dict(torch.load(best, map_location="cpu", weights_only=True)["model"])
+    save_weights(model, output / "model.safetensors", class_names=class_names, input_size=(3, crop, crop),
+                 mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    print(f"wrote {output / 'model.safetensors'}")
+
+
+def _load_for_eval(args: argparse.Namespace) -> nn.Module:
+    from ..cli import model_kwargs
+    from ..models import create_model
+
+    kwargs = model_kwargs(args.arg)
+    if args.output_stride:
+        kwargs["output_stride"] = args.output_stride  # dilation only: the same weights fit
+    return create_model(args.model, weights=args.weights, trusted=args.trusted, **kwargs)
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from ..data.segmentation import segmentation_dataset
+    from ..data.transforms import eval_transform
+    from ..tasks.segmentation import evaluate_prediction_files, evaluate_segmentation
+
+    dataset = segmentation_dataset(args.data, args.split, transform=eval_transform(), skip_bad=args.skip_bad)
+    if args.predictions:
+        result = evaluate_prediction_files(Path(args.predictions), dataset, dataset.num_classes)
+    else:
+        if not args.model or not args.weights:
+            raise BetterConvError("eval seg needs --model and --weights, or --predictions DIR")
+        model = _load_for_eval(args).to(_device(args.device))
+        result = evaluate_segmentation(model, dataset, dataset.num_classes, _device(args.device),
+                                       scales=_floats(args.scales), flip=args.flip, max_images=args.max_images)
+    result["class_names"] = list(dataset.class_names)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    print(f"mIoU {100 * result['miou']:.2f}   pixel accuracy {100 * result['pixel_acc']:.2f}   "
+          f"boundary F {100 * result['boundary_f']:.2f}   ({len(dataset)} images of {args.data} {args.split})")
+    for name, iou in zip(dataset.class_names, result["per_class_iou"]):
+        print(f"  {name:16s} {'-' if iou is None else f'{100 * iou:.2f}'}")
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    from ..analysis.heatmap import read_image, to_tensor
+    from ..data.class_names import IMAGENET_MEAN, IMAGENET_STD
+    from ..tasks.segmentation import predict_logits, write_prediction
+    from ..weights import read_metadata
+
+    model = _load_for_eval(args).eval()
+    meta = read_metadata(args.weights)
+    mean, std = meta.get("betterconv.mean") or IMAGENET_MEAN, meta.get("betterconv.std") or IMAGENET_STD
+    output = Path(args.output)
+    device = _device(args.device)
+    model.to(device)
+    for path in args.images:
+        image = read_image(path)
+        prob = predict_logits(model, to_tensor(image, mean, std).to(device), _floats(args.scales), args.flip)
+        label = prob.argmax(1)[0].cpu().numpy()
+        write_prediction(label, image, output, Path(path).stem, prob.shape[1])
+        print(f"{path} -> {output / (Path(path).stem + '.png')}")
+
+
+def add_parsers(train_sub, eval_sub, predict_sub) -> None:
+    p = train_sub.add_parser("seg", help="train FCN or DeepLabv3 with the paper's recipe")
+    p.add_argument("--model", required=True)
+    _data_arguments(p)
+    p.add_argument("--train-split", default="train")
+    p.add_argument("--val-split", default="val")
+    p.add_argument("--output", default="runs/seg", help="checkpoints, history.json and model.safetensors")
+    p.add_argument("--resume", action="store_true", help="continue from OUTPUT/last.pt")
+    p.add_argument("--backbone-weights", help="ImageNet classifier weights for the backbone (any format)")
+    p.add_argument("--init-from", help="start from another run's weights where names match (FCN 32s->16s->8s)")
+    p.add_argument("--arg", action="append", default=[], metavar="NAME=VALUE", help="model keyword argument")
+    for name, kind in (("epochs", int), ("batch-size", int), ("crop-size", int), ("lr", float),
+                       ("momentum", float), ("weight-decay", float)):
+        p.add_argument(f"--{name}", type=kind, help="override the recipe")
+    p.add_argument("--optimizer", choices=("sgd", "rmsprop", "adamw"))
+    p.add_argument("--schedule", choices=("poly", "cosine", "constant", "exponential"))
+    p.add_argument("--eval-every", type=int, default=1)
+    p.add_argument("--eval-images", type=int, help="evaluate on the first N validation images only")
+    p.add_argument("--max-steps-per-epoch", type=int)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device")
+    p.add_argument("--no-amp", action="store_true", help="no bfloat16 autocast on GPU")
+    p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across processes (torchrun)")
+    p.add_argument("--freeze-bn", action="store_true", help="keep batch-norm statistics fixed")
+    p.add_argument("--channels-last", action="store_true", help="channels-last memory format (faster on CPU)")
+    p.add_argument("--trusted", action="store_true")
+    p.set_defaults(func=cmd_train)
+
+    def model_arguments(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--model")
+        p.add_argument("--weights")
+        p.add_argument("--arg", action="append", default=[], metavar="NAME=VALUE")
+        p.add_argument("--output-stride", type=int, help="evaluate at another output stride (DeepLabv3: 8)")
+        p.add_argument("--scales", default="1.0", help="comma-separated input scales, e.g. 0.5,0.75,1,1.25,1.5,1.75")
+        p.add_argument("--flip", action="store_true", help="also average left-right flipped predictions")
+        p.add_argument("--device")
+        p.add_argument("--trusted", action="store_true")
+
+    p = eval_sub.add_parser("seg", help="mIoU, pixel accuracy, per-class IoU and boundary F")
+    model_arguments(p)
+    _data_arguments(p)
+    p.add_argument("--split", default="val")
+    p.add_argument("--predictions", help="folder of label PNGs (<image stem>.png) to evaluate instead of a model")
+    p.add_argument("--max-images", type=int)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_eval)
+
+    p = predict_sub.add_parser("seg", help="label PNG and colour overlay per image")
+    model_arguments(p)
+    p.add_argument("--output", required=True)
+    p.add_argument("images", nargs="+")
+    p.set_defaults(func=cmd_predict)
