@@ -189,6 +189,23 @@ class Trainer:
             return {k: self._move(v) for k, v in batch.items()}
         return batch
 
+    def _step(self, batch: Any, epoch: int, step: int) -> float:
+        cfg = self.config
+        batch = self._move(batch)
+        with self._autocast():
+            loss = self.loss_fn(self.ddp, batch)
+        if not torch.isfinite(loss):
+            raise BetterConvError(f"the loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; "
+                                  "lower the learning rate")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip:
+            nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.optimizer.step()
+        self.schedule.step()
+        self._last_loss = all_reduce_mean(loss.detach(), self.dist).item()
+        return self._last_loss
+
     def train_epoch(self, epoch: int) -> float:
         cfg = self.config
         _seed_everything(cfg.seed * 1_000_003 + epoch * 1009 + self.dist.rank)
@@ -197,30 +214,16 @@ class Trainer:
         if cfg.freeze_bn:
             _freeze_batch_norm(self.model)
         total, seen, start = 0.0, 0, time.perf_counter()
-        bar = tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
-                   disable=not self.dist.is_main, dynamic_ncols=True, leave=False)
-        for step, batch in enumerate(self.loader):
-            if step >= self.steps_per_epoch:
-                break
-            batch = self._move(batch)
-            with self._autocast():
-                loss = self.loss_fn(self.ddp, batch)
-            if not torch.isfinite(loss):
-                raise BetterConvError(f"the loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; "
-                                      "lower the learning rate")
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip:
-                nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-            self.optimizer.step()
-            self.schedule.step()
-            mean_loss = all_reduce_mean(loss.detach(), self.dist).item()
-            total += mean_loss
-            seen += cfg.batch_size
-            bar.update()
-            bar.set_postfix(loss=f"{mean_loss:.4f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}",
-                            img_s=f"{seen / (time.perf_counter() - start):.1f}")
-        bar.close()
+        with tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch",
+                  disable=not self.dist.is_main, dynamic_ncols=True, leave=False) as bar:
+            for step, batch in enumerate(self.loader):
+                if step >= self.steps_per_epoch:
+                    break
+                total += self._step(batch, epoch, step)
+                seen += cfg.batch_size
+                bar.update()
+                bar.set_postfix(loss=f"{self._last_loss:.4f}", lr=f"{self.optimizer.param_groups[0]['lr']:.2e}",
+                                img_s=f"{seen / (time.perf_counter() - start):.1f}")
         return total / self.steps_per_epoch
 
     def fit(self) -> list[dict[str, Any]]:

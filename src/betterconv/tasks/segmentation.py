@@ -104,10 +104,12 @@ def evaluate_segmentation(model: nn.Module, dataset, num_classes: int, device: t
     model.eval()
     metric = SegmentationMetric(num_classes, ignore_index=IGNORE_INDEX, boundary_tolerance=boundary_tolerance)
     count = len(dataset) if max_images is None else min(max_images, len(dataset))
-    for i in tqdm(range(count), desc="evaluating", unit="img", disable=not progress, leave=False):
-        image, mask = dataset[i]
-        prob = predict_logits(model, image.unsqueeze(0).to(device), scales, flip)
-        metric.update(prob.argmax(1).cpu(), torch.as_tensor(mask).unsqueeze(0).long())
+    with tqdm(total=count, desc="evaluating", unit="img", disable=not progress, leave=False) as bar:
+        for i in range(count):
+            image, mask = dataset[i]
+            prob = predict_logits(model, image.unsqueeze(0).to(device), scales, flip)
+            metric.update(prob.argmax(1).cpu(), torch.as_tensor(mask).unsqueeze(0).long())
+            bar.update()
     model.train(was_training)
     return metric.compute()
 
@@ -118,7 +120,7 @@ def evaluate_prediction_files(predictions: Path, dataset, num_classes: int, boun
     from ..errors import BetterConvError
 
     metric = SegmentationMetric(num_classes, ignore_index=IGNORE_INDEX, boundary_tolerance=boundary_tolerance)
-    for i in tqdm(range(len(dataset)), desc="evaluating", unit="img", leave=False):
+    for i in range(len(dataset)):
         image_path = Path(dataset.files[i][0])
         path = predictions / f"{image_path.stem}.png"
         if not path.is_file():

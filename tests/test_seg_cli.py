@@ -1,0 +1,94 @@
+"""`betterconv train/eval/predict seg` end to end on a small generated dataset, and bad data at the command line."""
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from betterconv.cli import main
+
+COLOURS = [(20, 20, 20), (230, 40, 40), (40, 200, 60)]
+
+
+def make_dataset(root, n=6, size=(48, 64), seed=0):
+    rng = np.random.default_rng(seed)
+    (root / "classes.txt").parent.mkdir(parents=True, exist_ok=True)
+    (root / "classes.txt").write_text("background\nred\ngreen\n")
+    for split in ("train", "val"):
+        (root / split / "images").mkdir(parents=True)
+        (root / split / "masks").mkdir(parents=True)
+        for i in range(n):
+            mask = np.zeros(size, np.uint8)
+            for c in (1, 2):
+                y, x = rng.integers(0, size[0] - 16), rng.integers(0, size[1] - 16)
+                mask[y:y + 16, x:x + 16] = c
+            mask[:2] = 255  # an ignored band
+            image = np.array(COLOURS, np.uint8)[np.where(mask == 255, 0, mask)]
+            Image.fromarray(image).save(root / split / "images" / f"{split}{i}.png")
+            Image.fromarray(mask).save(root / split / "masks" / f"{split}{i}.png")
+    return root
+
+
+def cli(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = make_dataset(tmp_path_factory.mktemp("data"))
+    run = tmp_path_factory.mktemp("run")
+    code = main(["train", "seg", "--model", "deeplabv3_mobilenet_v2", "--arg", "width_mult=0.35", "--data",
+                 f"folder:{root}", "--epochs", "2", "--batch-size", "2", "--crop-size", "32", "--lr", "0.01",
+                 "--workers", "0", "--output", str(run)])
+    assert code == 0
+    return root, run
+
+
+def test_train_writes_checkpoints_history_and_weights(trained):
+    _, run = trained
+    history = json.loads((run / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert {"train_loss", "val_miou", "val_boundary_f"} <= set(history[-1])
+    assert (run / "last.pt").is_file() and (run / "model.safetensors").is_file()
+
+
+def test_eval_model_and_predictions_agree(trained, capsys, tmp_path):
+    root, run = trained
+    code, out, _ = cli(capsys, "eval", "seg", "--model", "deeplabv3_mobilenet_v2", "--weights",
+                       run / "model.safetensors", "--data", f"folder:{root}", "--split", "val", "--json")
+    assert code == 0
+    direct = json.loads(out)
+    assert {"miou", "pixel_acc", "per_class_iou", "boundary_f"} <= set(direct)
+    images = sorted((root / "val" / "images").iterdir())
+    code, out, _ = cli(capsys, "predict", "seg", "--model", "deeplabv3_mobilenet_v2", "--weights",
+                       run / "model.safetensors", "--output", tmp_path / "pred", *images)
+    assert code == 0
+    for image in images:
+        label = np.asarray(Image.open(tmp_path / "pred" / f"{image.stem}.png"))
+        assert label.shape == (48, 64) and label.max() < 3
+        assert (tmp_path / "pred" / f"{image.stem}_overlay.png").is_file()
+    code, out, _ = cli(capsys, "eval", "seg", "--predictions", tmp_path / "pred", "--data", f"folder:{root}",
+                       "--split", "val", "--json")
+    assert code == 0
+    from_files = json.loads(out)
+    assert from_files["miou"] == pytest.approx(direct["miou"], abs=1e-9)
+    assert from_files["pixel_acc"] == pytest.approx(direct["pixel_acc"], abs=1e-9)
+
+
+def test_bad_data_names_the_file_or_is_skipped(trained, capsys, tmp_path):
+    root, run = trained
+    bad = make_dataset(tmp_path / "bad", n=3, seed=1)
+    Image.fromarray(np.full((48, 64), 7, np.uint8)).save(bad / "val" / "masks" / "val1.png")  # class 7 of 3
+    (bad / "val" / "images" / "val2.png").write_bytes(b"not an image")
+    argv = ["eval", "seg", "--model", "deeplabv3_mobilenet_v2", "--weights", run / "model.safetensors",
+            "--data", f"folder:{bad}", "--split", "val"]
+    code, _, err = cli(capsys, *argv)
+    assert code != 0 and ("val1.png" in err or "val2.png" in err)
+    assert "Traceback" not in err  # progress bars share stderr: the message is the last line
+    assert err.replace("\r", "\n").strip().splitlines()[-1].startswith("betterconv: error: ")
+    code, out, _ = cli(capsys, *argv, "--skip-bad")
+    assert code == 0 and "(1 images of" in out
+    code, _, err = cli(capsys, "eval", "seg", "--predictions", tmp_path / "nothing", "--data", f"folder:{root}")
+    assert code != 0 and "no prediction for val0.png" in err
