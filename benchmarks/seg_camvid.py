@@ -1,8 +1,14 @@
-"""CamVid segmentation benchmarks (issue 4): DeepLabv3-MobileNetV2 from the ImageNet MobileNetV2 of Google's TFLite
-file vs from scratch, with the training curve, evaluated on the 233 test images at full 360x480 resolution.
+"""CamVid segmentation benchmarks (issue 4), DeepLabv3 on MobileNetV2, evaluated on the 233 test images at full
+360x480 resolution at output stride 16 and 8, with the training curve:
 
+  (c) the ImageNet MobileNetV2 of Google's TFLite file as backbone vs from scratch (head: 1x1 + image pooling, the
+      mobile variant of MobileNetV2 §6.3):
     python benchmarks/seg_camvid.py --experiment pretrained --epochs 20 --crop-size 256 --batch-size 8
-    python benchmarks/seg_camvid.py --experiment scratch ...
+    python benchmarks/seg_camvid.py --experiment scratch --scratch --epochs 20 --crop-size 256 --batch-size 8
+  (b) the head ablation, pretrained backbone: no ASPP / ASPP (6, 12, 18) / ASPP + image pooling:
+    python benchmarks/seg_camvid.py --experiment no_aspp --atrous-rates "" --no-image-pooling ...
+    python benchmarks/seg_camvid.py --experiment aspp --atrous-rates 6,12,18 --no-image-pooling ...
+    python benchmarks/seg_camvid.py --experiment aspp_pool --atrous-rates 6,12,18 ...
 
 Writes benchmarks/results/seg_camvid_<experiment>.json (figures, curve, model, command, date, CPU budget).
 """
@@ -25,7 +31,10 @@ DATA = ROOT.parent / "shared" / "data"
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--experiment", choices=("pretrained", "scratch"), required=True)
+    p.add_argument("--experiment", required=True, help="name of the run and of its results file")
+    p.add_argument("--scratch", action="store_true", help="random backbone instead of the ImageNet one")
+    p.add_argument("--atrous-rates", default="", help="ASPP's atrous rates at output stride 16; '' = ASPP off")
+    p.add_argument("--no-image-pooling", action="store_true")
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--crop-size", type=int, default=256)
     p.add_argument("--batch-size", type=int, default=8)
@@ -48,8 +57,10 @@ def main() -> None:
     argv = ["train", "seg", "--model", "deeplabv3_mobilenet_v2", "--data", f"camvid:{DATA / 'camvid'}",
             "--epochs", str(args.epochs), "--crop-size", str(args.crop_size), "--batch-size", str(args.batch_size),
             "--lr", str(args.lr), "--eval-images", str(args.eval_images), "--workers", str(args.workers),
-            "--channels-last", "--output", str(run), "--resume"]
-    if args.experiment == "pretrained":
+            "--channels-last", "--output", str(run), "--resume",
+            "--arg", f"atrous_rates=({args.atrous_rates}{',' if args.atrous_rates else ''})",
+            "--arg", f"image_pooling={not args.no_image_pooling}"]
+    if not args.scratch:
         argv += ["--backbone-weights", str(DATA / "coral" / "mobilenet_v2_1.0_224_quant.tflite")]
     started = time.time()
     code = cli(argv)
@@ -73,9 +84,10 @@ def main() -> None:
     history = json.loads((run / "history.json").read_text())
     report = {
         "benchmark": f"seg_camvid_{args.experiment}",
-        "model": "deeplabv3_mobilenet_v2 (output stride 16 in training, ASPP off: 1x1 + image pooling, §6.3)",
-        "backbone": "ImageNet MobileNetV2 from mobilenet_v2_1.0_224_quant.tflite" if args.experiment == "pretrained"
-        else "random initialisation",
+        "model": "deeplabv3_mobilenet_v2, output stride 16 in training",
+        "head": {"atrous_rates": args.atrous_rates or "none (ASPP off)", "image_pooling": not args.no_image_pooling},
+        "backbone": "random initialisation" if args.scratch
+        else "ImageNet MobileNetV2 from mobilenet_v2_1.0_224_quant.tflite",
         "data": "CamVid (SegNet split): 367 train, evaluated on 233 test images at 360x480, 11 classes, void ignored",
         "command": "python benchmarks/seg_camvid.py " + " ".join(sys.argv[1:]),
         "date": datetime.date.today().isoformat(),
