@@ -45,11 +45,11 @@ class Interrupt:
     def __init__(self, at_step: int) -> None:
         self.step, self.at_step = 0, at_step
 
-    def __call__(self, model, batch):
+    def __call__(self, model, batch, step):
         self.step += 1
         if self.step == self.at_step:
             raise KeyboardInterrupt
-        return segmentation_loss(model, batch)
+        return segmentation_loss(model, batch, step)
 
 
 def test_interrupted_run_resumes_to_the_same_weights(tmp_path):

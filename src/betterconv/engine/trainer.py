@@ -107,11 +107,13 @@ def _freeze_batch_norm(model: nn.Module) -> None:
 
 
 class Trainer:
-    """Train `model` on `dataset` by minimising `loss_fn(model, batch)`; `evaluate_fn(model) -> {metric: value}`
-    runs every `eval_every` epochs on the main process. Checkpoints (`last.pt`, and `best.pt` by `best_metric`) hold
-    model, optimizer, lr_scheduler, epoch, args and history, and are written atomically."""
+    """Train `model` on `dataset` by minimising `loss_fn(model, batch, global_step)`.
 
-    def __init__(self, model: nn.Module, dataset: Dataset, loss_fn: Callable[[nn.Module, Any], torch.Tensor],
+    `evaluate_fn(model) -> {metric: value}` runs every `eval_every` epochs on the main process. Checkpoints
+    (`last.pt`, and `best.pt` by `best_metric`) hold model, optimizer, lr_scheduler, epoch, args and history, and
+    are written atomically."""
+
+    def __init__(self, model: nn.Module, dataset: Dataset, loss_fn: Callable[[nn.Module, Any, int], torch.Tensor],
                  config: TrainConfig, evaluate_fn: Callable[[nn.Module], dict[str, float]] | None = None,
                  collate_fn: Callable[[list], Any] | None = None, best_metric: str | None = None,
                  device: torch.device | str | None = None) -> None:
@@ -193,7 +195,7 @@ class Trainer:
         cfg = self.config
         batch = self._move(batch)
         with self._autocast():
-            loss = self.loss_fn(self.ddp, batch)
+            loss = self.loss_fn(self.ddp, batch, epoch * self.steps_per_epoch + step)
         if not torch.isfinite(loss):
             raise BetterConvError(f"the loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}; "
                                   "lower the learning rate")

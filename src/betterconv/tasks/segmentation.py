@@ -20,7 +20,7 @@ from .segmentation_metrics import SegmentationMetric
 AUX_WEIGHT = 0.4  # torchvision's reference recipe for its auxiliary FCN head
 
 
-def segmentation_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor],
+def segmentation_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], step: int = 0,
                       ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
     """Per-pixel cross-entropy averaged over labelled pixels (the normalised form of FCN's per-pixel sum)."""
     images, masks = batch
