@@ -123,6 +123,17 @@ def _cmd_heatmap(args: argparse.Namespace) -> None:
     print(f"wrote {output} (class {names[index]!r}, peak probability {heat.max():.3f})")
 
 
+def _cmd_bench_conv(args: argparse.Namespace) -> None:
+    from ._io import write_atomic
+    from .analysis.conv_cost import conv_cost_table, format_conv_cost, rows_to_dicts
+
+    rows = conv_cost_table(args.kernels, args.channels, args.resolutions, args.repeats,
+                           channels_last=not args.contiguous)
+    print(json.dumps(rows_to_dicts(rows), indent=2) if args.json else format_conv_cost(rows))
+    if args.output:
+        write_atomic(Path(args.output), json.dumps(rows_to_dicts(rows), indent=2).encode())
+
+
 def _cmd_zoo(args: argparse.Namespace) -> None:
     from .analysis.zoo import profile_zoo
 
@@ -175,6 +186,18 @@ def build_parser() -> argparse.ArgumentParser:
     predict_sub = sub.add_parser("predict", help="run a model on images").add_subparsers(
         dest="task", required=True, parser_class=_Parser)
     segmentation.add_parsers(train_sub, eval_sub, predict_sub)
+
+    bench_sub = sub.add_parser("bench", help="measure costs and speed").add_subparsers(
+        dest="bench", required=True, parser_class=_Parser)
+    p = bench_sub.add_parser("conv", help="standard vs depthwise separable convolution: MACs and latency")
+    p.add_argument("--kernels", type=int, nargs="+", default=[1, 3, 5, 7])
+    p.add_argument("--channels", type=int, nargs="+", default=[32, 128, 512])
+    p.add_argument("--resolutions", type=int, nargs="+", default=[112, 28, 7])
+    p.add_argument("--repeats", type=int, default=20)
+    p.add_argument("--contiguous", action="store_true", help="NCHW instead of channels-last")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--output", help="also write the rows as JSON here")
+    p.set_defaults(func=_cmd_bench_conv)
 
     p = sub.add_parser("zoo", help="profile every model of the zoo: a table, a JSON file and a PNG chart")
     p.add_argument("--output", default="out/zoo", help="output folder (default: out/zoo)")
