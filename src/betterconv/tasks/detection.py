@@ -1,0 +1,87 @@
+"""YOLOv2 inference: raw region-layer output -> per-image detections (darknet's `validate_detector`: decode, keep
+every (box, class) whose score objectness * P(class | object) is above a low threshold, class-wise NMS, clip) and
+the COCO results format.
+
+Darknet's VOC/COCO evaluation uses ``thresh = .005`` and ``nms = .45``; its `do_nms_sort` suppresses, class by class,
+a box whose IoU with a higher-scoring one is above the threshold, which is what `torchvision.ops.batched_nms` does
+with the class as the group. Boxes are clipped to the image after NMS, as darknet does when it prints them.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from torchvision.ops import batched_nms
+
+from ..errors import BetterConvError
+from .region import decode_region
+
+__all__ = ["postprocess", "to_coco_results"]
+
+
+def _hw(size: int | Sequence[int], what: str) -> tuple[float, float]:
+    if isinstance(size, int):
+        return float(size), float(size)
+    if len(size) != 2:
+        raise BetterConvError(f"{what} must be (height, width) or one int, got {size!r}")
+    return float(size[0]), float(size[1])
+
+
+def postprocess(raw: torch.Tensor, anchors: torch.Tensor | Sequence[Sequence[float]], num_classes: int,
+                input_size: int | tuple[int, int], conf_thresh: float = 0.005, nms_iou: float = 0.45,
+                max_det: int = 300, *, image_sizes: Sequence[tuple[int, int]] | None = None,
+                clip: bool = True) -> list[dict[str, torch.Tensor]]:
+    """Detections per image from `raw` ``(B, A * (5 + num_classes), H, W)``.
+
+    One candidate per (box, class) with score = objectness * softmax class probability > `conf_thresh`; class-aware
+    NMS at IoU `nms_iou`; the `max_det` best kept. Boxes are x1, y1, x2, y2 in pixels of `input_size` ((height,
+    width) of the network input), or of ``image_sizes[b]`` when given (the original images, resized without
+    letterboxing to the input, as darknet's YOLOv2 did). Returns per image a dict with ``boxes`` (D, 4), ``scores``
+    (D,) and ``labels`` (D,) int64, sorted by decreasing score."""
+    if image_sizes is not None and len(image_sizes) != raw.shape[0]:
+        raise BetterConvError(f"got {len(image_sizes)} image sizes for a batch of {raw.shape[0]}")
+    in_h, in_w = _hw(input_size, "input_size")
+    with torch.no_grad():
+        det = decode_region(raw.detach(), anchors, num_classes, (int(in_h), int(in_w)))
+        out = []
+        for b in range(raw.shape[0]):
+            scores = det.scores[b]  # (N, C)
+            box_i, labels = (scores > conf_thresh).nonzero(as_tuple=True)  # (K,), (K,)
+            boxes, scores = det.boxes[b][box_i], scores[box_i, labels]  # (K, 4), (K,)
+            keep = batched_nms(boxes.float(), scores.float(), labels, nms_iou)[:max_det]  # by decreasing score
+            boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+            img_h, img_w = in_h, in_w
+            if image_sizes is not None:
+                img_h, img_w = _hw(image_sizes[b], "image size")
+                boxes = boxes * boxes.new_tensor([img_w / in_w, img_h / in_h, img_w / in_w, img_h / in_h])
+            if clip:
+                boxes = torch.stack([boxes[:, 0].clamp(0, img_w), boxes[:, 1].clamp(0, img_h),
+                                     boxes[:, 2].clamp(0, img_w), boxes[:, 3].clamp(0, img_h)], dim=-1)
+            out.append({"boxes": boxes, "scores": scores, "labels": labels})
+    return out
+
+
+def to_coco_results(detections: Sequence[Mapping[str, torch.Tensor]], image_ids: Sequence[int],
+                    label_to_category: Mapping[int, int] | Sequence[int]) -> list[dict]:
+    """COCO results JSON entries ``{"image_id", "category_id", "bbox": [x, y, w, h], "score"}`` for `detections`
+    (as `postprocess` returns them, boxes x1, y1, x2, y2 in pixels of the original image) of images `image_ids`.
+    `label_to_category` maps a label index to its COCO category id (a sequence is indexed by label)."""
+    if len(detections) != len(image_ids):
+        raise BetterConvError(f"got {len(detections)} detection sets for {len(image_ids)} image ids")
+    results: list[dict] = []
+    for det, image_id in zip(detections, image_ids):
+        boxes = torch.as_tensor(det["boxes"]).detach().float().cpu().reshape(-1, 4)  # (D, 4)
+        xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1).tolist()  # (D, 4) x, y, w, h
+        scores = torch.as_tensor(det["scores"]).detach().float().cpu().reshape(-1).tolist()
+        labels = torch.as_tensor(det["labels"]).detach().cpu().reshape(-1).tolist()
+        category = {}
+        for lb in set(labels):
+            try:
+                category[lb] = int(label_to_category[lb])
+            except (KeyError, IndexError):
+                raise BetterConvError(f"label {lb} has no COCO category") from None
+        cats = [category[lb] for lb in labels]
+        image_id = int(image_id)
+        results.extend({"image_id": image_id, "category_id": cat, "bbox": box, "score": score}
+                       for cat, box, score in zip(cats, xywh, scores))
+    return results
