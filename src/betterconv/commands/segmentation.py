@@ -11,63 +11,8 @@ import torch
 from torch import nn
 
 from ..errors import BetterConvError
-
-# segmentation model -> the classifier whose ImageNet weights start its backbone
-BACKBONE_CLASSIFIER = {"deeplabv3_resnet50": "resnet50", "deeplabv3_resnet101": "resnet101",
-                       "deeplabv3_mobilenet_v2": "mobilenet_v2", "fcn_resnet50": "resnet50",
-                       "fcn_resnet101": "resnet101", "fcn32s_vgg16": "vgg16", "fcn16s_vgg16": "vgg16",
-                       "fcn8s_vgg16": "vgg16"}
-# keywords a classifier's weights impose on the backbone (e.g. TensorFlow padding of TFLite weights)
-BACKBONE_KEYWORDS = ("padding", "round_nearest")
-
-
-def _floats(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(v) for v in text.split(","))
-    except ValueError:
-        raise BetterConvError(f"expected comma-separated numbers, got {text!r}") from None
-
-
-def _device(name: str | None) -> torch.device:
-    return torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
-
-
-def backbone_from_classifier(model: nn.Module, classifier: nn.Module, source: str) -> int:
-    """Copy an ImageNet classifier's weights into a segmentation model's backbone (and FCN's fc6/fc7, which are
-    VGG's fc6/fc7 as convolutions, FCN §3.1). Returns the number of tensors copied."""
-    from ..models.fcn import FCN, convolutionalize
-    from ..models.vgg import VGG
-
-    state = {f"backbone.{k}": v for k, v in classifier.state_dict().items()}
-    if isinstance(model, FCN) and isinstance(classifier, VGG):
-        conv = convolutionalize(classifier).state_dict()
-        for ours, theirs in (("fc6.conv", "classifier.0.conv"), ("fc7.conv", "classifier.2.conv")):
-            for kind in ("weight", "bias"):
-                state[f"{ours}.{kind}"] = conv[f"{theirs}.{kind}"]
-    target = model.state_dict()
-    wanted = [k for k in target if k.startswith("backbone.")]
-    missing = [k for k in wanted if k not in state or state[k].shape != target[k].shape]
-    if missing:
-        raise BetterConvError(f"{source}: these weights do not fit the backbone ({len(missing)} tensors, "
-                              f"first {missing[0]})")
-    copied = {k: v for k, v in state.items() if k in target and v.shape == target[k].shape}
-    model.load_state_dict(copied, strict=False)
-    return len(copied)
-
-
-def init_from(model: nn.Module, path: str, trusted: bool = False) -> tuple[int, int]:
-    """Staged training (FCN §4.2: 32s -> 16s -> 8s): copy every tensor whose name and shape match from a checkpoint
-    or weights file; the rest keep their initialisation. Returns (copied, total)."""
-    from ..weights import read_checkpoint
-
-    state, _ = read_checkpoint(path, trusted)
-    target = model.state_dict()
-    copied = {k: v for k, v in state.items() if k in target and v.shape == target[k].shape}
-    if not copied:
-        raise BetterConvError(f"{path}: no tensor in it fits {type(model).__name__}")
-    model.load_state_dict(copied, strict=False)
-    return len(copied), len(target)
-
+from ._common import (BACKBONE_CLASSIFIER, BACKBONE_KEYWORDS, device_for, parse_floats, backbone_from_classifier,
+                      init_from)
 
 def build_model(args: argparse.Namespace, num_classes: int) -> nn.Module:
     from ..cli import model_kwargs
@@ -118,7 +63,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     model = build_model(args, train_set.num_classes)
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    device = _device(args.device)
+    device = device_for(args.device)
 
     def evaluate(m: nn.Module) -> dict:
         result = evaluate_segmentation(m, val_set, val_set.num_classes, device, max_images=args.eval_images,
@@ -176,9 +121,9 @@ def cmd_eval(args: argparse.Namespace) -> None:
     else:
         if not args.model or not args.weights:
             raise BetterConvError("eval seg needs --model and --weights, or --predictions DIR")
-        model = _load_for_eval(args).to(_device(args.device))
-        result = evaluate_segmentation(model, dataset, dataset.num_classes, _device(args.device),
-                                       scales=_floats(args.scales), flip=args.flip, max_images=args.max_images)
+        model = _load_for_eval(args).to(device_for(args.device))
+        result = evaluate_segmentation(model, dataset, dataset.num_classes, device_for(args.device),
+                                       scales=parse_floats(args.scales), flip=args.flip, max_images=args.max_images)
     result["class_names"] = list(dataset.class_names)
     if args.json:
         print(json.dumps(result, indent=2))
@@ -199,11 +144,11 @@ def cmd_predict(args: argparse.Namespace) -> None:
     meta = read_metadata(args.weights)
     mean, std = meta.get("betterconv.mean") or IMAGENET_MEAN, meta.get("betterconv.std") or IMAGENET_STD
     output = Path(args.output)
-    device = _device(args.device)
+    device = device_for(args.device)
     model.to(device)
     for path in args.images:
         image = read_image(path)
-        prob = predict_logits(model, to_tensor(image, mean, std).to(device), _floats(args.scales), args.flip)
+        prob = predict_logits(model, to_tensor(image, mean, std).to(device), parse_floats(args.scales), args.flip)
         label = prob.argmax(1)[0].cpu().numpy()
         write_prediction(label, image, output, Path(path).stem, prob.shape[1])
         print(f"{path} -> {output / (Path(path).stem + '.png')}")
