@@ -177,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trusted", action="store_true", help="allow unpickling a .pth that holds more than tensors")
     p.set_defaults(func=_cmd_heatmap)
 
-    from .commands import segmentation
+    from .commands import detection, segmentation
 
     train_sub = sub.add_parser("train", help="train a model").add_subparsers(dest="task", required=True,
                                                                             parser_class=_Parser)
@@ -186,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict_sub = sub.add_parser("predict", help="run a model on images").add_subparsers(
         dest="task", required=True, parser_class=_Parser)
     segmentation.add_parsers(train_sub, eval_sub, predict_sub)
+    detection.add_parsers(sub, train_sub, eval_sub, predict_sub)
 
     bench_sub = sub.add_parser("bench", help="measure costs and speed").add_subparsers(
         dest="bench", required=True, parser_class=_Parser)

@@ -715,9 +715,9 @@ class YOLODetection(DetectionDataset):
         label_dirs: list[tuple[Path, Path]] = []  # (image folder, label folder) pairs, to find orphan labels
         if yaml_path is not None:
             config = read_simple_yaml(yaml_path)
-            base = Path(config.get("path") or yaml_path.parent).expanduser()
-            if not base.is_absolute():
-                base = yaml_path.parent / base
+            base = yaml_path.parent
+            if config.get("path"):  # relative to the yaml's folder unless absolute
+                base = base / Path(config["path"]).expanduser()
             entry = config.get(split)
             if not entry:
                 raise BetterConvError(f"{yaml_path}: no {split!r} entry (has {', '.join(config)})")

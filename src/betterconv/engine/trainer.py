@@ -29,7 +29,7 @@ from .._io import write_atomic
 from ..errors import BetterConvError
 from .distributed import DistInfo, all_reduce_mean, barrier, init_distributed, shutdown
 
-SCHEDULES = ("poly", "cosine", "constant", "exponential")
+SCHEDULES = ("poly", "cosine", "constant", "exponential", "step")
 OPTIMIZERS = ("sgd", "rmsprop", "adamw")
 
 
@@ -45,6 +45,7 @@ class TrainConfig:
     schedule: str = "poly"
     poly_power: float = 0.9  # DeepLab: (1 - step / max_steps) ** 0.9
     lr_decay: float = 0.98  # per-epoch factor of the "exponential" schedule (MobileNetV2 §6.1)
+    milestones: tuple[int, ...] = ()  # epochs at which the "step" schedule divides the rate by 10
     warmup_steps: int = 0
     grad_clip: float | None = None
     workers: int = 2
@@ -95,6 +96,8 @@ def make_schedule(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_p
             return warm * 0.5 * (1 + math.cos(math.pi * progress))
         if config.schedule == "exponential":
             return warm * config.lr_decay ** (step / steps_per_epoch)
+        if config.schedule == "step":
+            return warm * 0.1 ** sum(step // steps_per_epoch >= m for m in config.milestones)
         return warm
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

@@ -41,7 +41,9 @@ class Bottleneck(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x if self.downsample is None else self.downsample(x)
-        return self.act(self.conv3(self.conv2(self.conv1(x))) + shortcut)
+        out = self.conv3(self.conv2(self.conv1(x)))
+        out += shortcut  # in place, as torchvision: no fresh full-size tensor per block
+        return self.act(out)
 
 
 class ResNet(nn.Module):

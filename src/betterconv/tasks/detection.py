@@ -85,3 +85,49 @@ def to_coco_results(detections: Sequence[Mapping[str, torch.Tensor]], image_ids:
         results.extend({"image_id": image_id, "category_id": cat, "bbox": box, "score": score}
                        for cat, box, score in zip(cats, xywh, scores))
     return results
+
+
+def detect_dataset(model: torch.nn.Module, dataset, input_size: int, device: torch.device | str = "cpu",
+                   conf_thresh: float = 0.005, nms_iou: float = 0.45, batch_size: int = 8,
+                   max_images: int | None = None, progress: bool = True) -> tuple[list[dict], list[dict]]:
+    """Run a YOLOv2-style model over `dataset` (whose transform is `eval_transform(input_size)`, a plain resize).
+
+    Returns per image the detections and the ground truth, both in pixels of the original image."""
+    from torch.utils.data import DataLoader, Subset
+    from tqdm import tqdm
+
+    from ..data.det_transforms import unresize_boxes
+    from ..data.detection import collate_detection
+
+    module = model.module if hasattr(model, "module") else model
+    was_training = module.training
+    module.eval()
+    subset = dataset if max_images is None else Subset(dataset, range(min(max_images, len(dataset))))
+    loader = DataLoader(subset, batch_size, collate_fn=collate_detection)
+    detections, ground_truth = [], []
+    with torch.no_grad(), tqdm(total=len(subset), desc="detecting", unit="img", disable=not progress,
+                               leave=False) as bar:
+        for images, targets in loader:
+            sizes = [tuple(int(v) for v in t["orig_size"]) for t in targets]  # (H, W) of the originals
+            raw = module(images.to(device))  # (B, A*(5+C), H/32, W/32)
+            dets = postprocess(raw, module.anchors, module.num_classes, images.shape[-2:], conf_thresh, nms_iou,
+                               image_sizes=sizes)
+            detections += [{k: v.cpu() for k, v in d.items()} for d in dets]
+            ground_truth += [{"boxes": unresize_boxes(t["boxes"], size, input_size, clip=False),
+                              "labels": t["labels"], "difficult": t["difficult"]} for t, size in zip(targets, sizes)]
+            bar.update(len(targets))
+    module.train(was_training)
+    return detections, ground_truth
+
+
+def evaluate_detector(model: torch.nn.Module, dataset, input_size: int, device: torch.device | str = "cpu",
+                      max_images: int | None = None, coco: bool = True, progress: bool = True) -> dict:
+    """VOC07 / VOC / COCO metrics of the model on `dataset` (see `evaluate_detections`)."""
+    from .detection_metrics import evaluate_detections
+
+    detections, ground_truth = detect_dataset(model, dataset, input_size, device, max_images=max_images,
+                                              progress=progress)
+    n = len(detections)
+    return evaluate_detections(detections, ground_truth, dataset.num_classes, class_names=dataset.class_names,
+                               image_ids=dataset.image_ids[:n], category_ids=getattr(dataset, "category_ids", None),
+                               pixel_inclusive=False, coco=coco)

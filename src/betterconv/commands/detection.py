@@ -1,0 +1,340 @@
+"""`betterconv anchors`, `betterconv train det`, `betterconv eval det`, `betterconv predict det`."""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import BetterConvError
+from ._common import BACKBONE_CLASSIFIER, backbone_from_classifier, device_for, init_from
+
+# YOLOv2 (yolov2-voc.cfg): SGD, lr 1e-3 after a burn-in, momentum 0.9, weight decay 5e-4, 160 epochs with the rate
+# divided by 10 at epochs 60 and 90 (YOLOv2 §3 "Training for detection"), batch 64, multi-scale 320-608.
+YOLOV2_RECIPE = dict(optimizer="sgd", lr=1e-3, momentum=0.9, weight_decay=5e-4, schedule="step", epochs=160,
+                     milestones=(60, 90), batch_size=64, warmup_steps=1000)
+
+
+def _dataset(spec: str, split: str, transform, skip_bad: bool):
+    from ..data.detection import DataWarning, detection_dataset
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DataWarning)
+        dataset = detection_dataset(spec, split, transform=transform, skip_bad=skip_bad)
+    for w in caught:
+        if issubclass(w.category, DataWarning):
+            print(f"warning: {w.message}")
+    if dataset.skipped:
+        print(f"skipped {len(dataset.skipped)} bad samples of {spec} {split}")
+    return dataset
+
+
+def cmd_anchors(args: argparse.Namespace) -> None:
+    from ..tasks.anchors import anchors_report, dataset_boxes
+
+    dataset = _dataset(args.data, args.split, None, args.skip_bad)
+    wh, sizes = dataset_boxes(dataset, image_sizes=args.compare)
+    print(anchors_report(wh, args.k, args.input_size, args.compare, sizes, source=f"{args.data} {args.split}"))
+
+
+def _anchor_kwargs(args: argparse.Namespace, dataset) -> dict[str, Any]:
+    if args.anchors != "auto":
+        return {}
+    from ..tasks.anchors import dataset_boxes, kmeans_anchors
+
+    wh, _ = dataset_boxes(dataset)
+    k = args.num_anchors
+    anchors = kmeans_anchors(wh, k).anchors(args.input_size)
+    print(f"anchors (IoU k-means, k={k}, grid units at {args.input_size}): "
+          + ", ".join(f"{w:.3f}x{h:.3f}" for w, h in anchors))
+    return {"anchors": [tuple(float(v) for v in a) for a in anchors]}
+
+
+def build_detector(args: argparse.Namespace, dataset) -> nn.Module:
+    from ..cli import model_kwargs
+    from ..models import create_model
+
+    kwargs = {"num_classes": dataset.num_classes, **_anchor_kwargs(args, dataset), **model_kwargs(args.arg)}
+    model = create_model(args.model, **kwargs)
+    if args.backbone_weights:
+        if args.model not in BACKBONE_CLASSIFIER:
+            raise BetterConvError(f"{args.model} has no ImageNet backbone to load")
+        classifier = create_model(BACKBONE_CLASSIFIER[args.model], weights=args.backbone_weights,
+                                  trusted=args.trusted)
+        print(f"backbone: {backbone_from_classifier(model, classifier, args.backbone_weights)} tensors from "
+              f"{args.backbone_weights}")
+    if args.init_from:
+        copied, total = init_from(model, args.init_from, args.trusted)
+        print(f"initialised {copied}/{total} tensors from {args.init_from}")
+    return model
+
+
+class DetectionLoss:
+    """Region loss on multi-scale batches: the step decides the input size (YOLOv2 §2), and `images_seen` (for
+    the prior term of the first 12,800 images) counts whole batches as darknet does."""
+
+    def __init__(self, model: nn.Module, batch_size: int, multiscale: bool, seed: int) -> None:
+        from ..tasks.multiscale import MultiScale
+        from ..tasks.region_loss import RegionLoss
+
+        self.region = RegionLoss(model.anchors.cpu(), model.num_classes)
+        self.multiscale = MultiScale(seed=seed) if multiscale else None
+        self.batch_size = batch_size
+
+    def __call__(self, model: nn.Module, batch: tuple[torch.Tensor, list[dict]], step: int) -> torch.Tensor:
+        images, targets = batch
+        if self.multiscale is not None:
+            images, targets, _ = self.multiscale(images, targets, step)
+        raw = model(images)  # (B, A*(5+C), H/32, W/32)
+        self.region.to(raw.device)
+        loss, _ = self.region(raw, targets, tuple(images.shape[-2:]), images_seen=(step + 1) * self.batch_size)
+        return loss
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from ..data.det_transforms import eval_transform, train_transform
+    from ..data.detection import collate_detection
+    from ..engine import Trainer, TrainConfig
+    from ..tasks.detection import evaluate_detector
+
+    load_size = max(608, args.input_size) if args.multiscale else args.input_size
+    train_set = _dataset(args.data, args.train_split, train_transform(load_size, hsv=not args.no_hsv),
+                         args.skip_bad)
+    val_set = _dataset(args.data, args.val_split, eval_transform(args.input_size), args.skip_bad)
+    model = build_detector(args, train_set)
+    device = device_for(args.device)
+    recipe = {**YOLOV2_RECIPE, **{k: getattr(args, k) for k in ("optimizer", "lr", "momentum", "weight_decay",
+                                                                "schedule", "batch_size", "epochs")
+                                  if getattr(args, k) is not None}}
+    if args.milestones is not None:
+        recipe["milestones"] = tuple(args.milestones)
+    if args.warmup_steps is not None:
+        recipe["warmup_steps"] = args.warmup_steps
+
+    def evaluate(m: nn.Module) -> dict:
+        r = evaluate_detector(m, val_set, args.input_size, device, max_images=args.eval_images, coco=False)
+        return {"val_voc07_map": r["voc07_map"], "val_voc_map": r["voc_map"]}
+
+    config = TrainConfig(**recipe, workers=args.workers, seed=args.seed, amp=not args.no_amp, sync_bn=args.sync_bn,
+                         eval_every=args.eval_every, max_steps_per_epoch=args.max_steps_per_epoch,
+                         output=args.output, grad_clip=10.0,
+                         extra={"task": "det", "model": args.model, "data": args.data,
+                                "class_names": list(train_set.class_names)})
+    per_process = config.batch_size // max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    loss = DetectionLoss(model, per_process, args.multiscale, args.seed)
+    trainer = Trainer(model, train_set, loss, config, evaluate_fn=evaluate, collate_fn=collate_detection,
+                      best_metric="val_voc_map", device=device)
+    if args.resume and trainer.resume():
+        print(f"resuming from {Path(args.output) / 'last.pt'} at epoch {trainer.start_epoch + 1}")
+    trainer.fit()
+    if trainer.dist.is_main:
+        from ..data.class_names import DARKNET_MEAN, DARKNET_STD
+        from ..weights import save_weights
+
+        best = Path(args.output) / "best.pt"
+        if best.is_file():
+            model.load_state_dict(torch.load(best, map_location="cpu", weights_only=True)["model"])
+        save_weights(model, Path(args.output) / "model.safetensors", class_names=list(train_set.class_names),
+                     input_size=(3, args.input_size, args.input_size), mean=DARKNET_MEAN, std=DARKNET_STD)
+        print(f"wrote {Path(args.output) / 'model.safetensors'}")
+
+
+def _load_detector(args: argparse.Namespace) -> nn.Module:
+    from ..cli import model_kwargs
+    from ..models import create_model
+
+    if not args.model or not args.weights:
+        raise BetterConvError("needs --model and --weights")
+    return create_model(args.model, weights=args.weights, trusted=args.trusted, **model_kwargs(args.arg)).eval()
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from ..data.det_transforms import eval_transform
+    from ..tasks.detection import detect_dataset
+    from ..tasks.detection_metrics import evaluate_detections
+
+    dataset = _dataset(args.data, args.split, eval_transform(args.input_size), args.skip_bad)
+    if args.predictions:
+        detections, ground_truth = _detections_from_json(Path(args.predictions), dataset, args.input_size)
+    else:
+        model = _load_detector(args).to(device_for(args.device))
+        detections, ground_truth = detect_dataset(model, dataset, args.input_size, device_for(args.device),
+                                                  conf_thresh=args.conf_thresh, max_images=args.max_images)
+    n = len(detections)
+    result = evaluate_detections(detections, ground_truth, dataset.num_classes, class_names=dataset.class_names,
+                                 image_ids=dataset.image_ids[:n], category_ids=getattr(dataset, "category_ids", None),
+                                 pixel_inclusive=False)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+
+    def pct(v: float | None) -> str:
+        return "-" if v is None else f"{100 * v:.2f}"
+
+    print(f"VOC07 mAP {pct(result['voc07_map'])}  VOC mAP {pct(result['voc_map'])}  COCO AP {pct(result['coco_map'])}"
+          f"  AP50 {pct(result['coco_map50'])}  AP75 {pct(result['coco_map75'])}  APs {pct(result['coco_map_small'])}"
+          f"  APm {pct(result['coco_map_medium'])}  APl {pct(result['coco_map_large'])}  ({n} images)")
+    for row in result["per_class"]:
+        if row["voc_ap"] is not None:
+            print(f"  {row['name']:16s} VOC07 {pct(row['voc07_ap'])}  VOC {pct(row['voc_ap'])}")
+
+
+def _detections_from_json(path: Path, dataset, input_size: int) -> tuple[list[dict], list[dict]]:
+    """Per-image detections from a COCO results file (image_id = COCO id, or the file stem for YOLO data) and the
+    dataset's ground truth in original pixels."""
+    from ..data.det_transforms import unresize_boxes
+
+    try:
+        results = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise BetterConvError(f"{path}: not a COCO results file ({type(e).__name__})") from None
+    if not isinstance(results, list):
+        raise BetterConvError(f"{path}: a COCO results file is a JSON list")
+    category_ids = getattr(dataset, "category_ids", None) or [c + 1 for c in range(dataset.num_classes)]
+    label_of = {cid: i for i, cid in enumerate(category_ids)}
+    ids = [str(i) for i in dataset.image_ids]
+    index = {i: n for n, i in enumerate(ids)}
+    per_image: list[list] = [[] for _ in ids]
+    for k, r in enumerate(results):
+        try:
+            n, label = index[str(r["image_id"])], label_of[r["category_id"]]
+            x, y, w, h = (float(v) for v in r["bbox"])
+            per_image[n].append((x, y, x + w, y + h, float(r["score"]), label))
+        except (KeyError, TypeError, ValueError):
+            raise BetterConvError(f"{path}: entry {k} has an unknown image_id or category_id, or no bbox/score "
+                                  f"({json.dumps(r)[:80]})") from None
+    detections = []
+    for rows in per_image:
+        t = torch.tensor(rows, dtype=torch.float32).reshape(-1, 6)
+        detections.append({"boxes": t[:, :4], "scores": t[:, 4], "labels": t[:, 5].long()})
+    ground_truth = []
+    for i in range(len(dataset)):
+        _, target = dataset[i]
+        size = tuple(int(v) for v in target["orig_size"])
+        ground_truth.append({"boxes": unresize_boxes(target["boxes"], size, input_size, clip=False),
+                             "labels": target["labels"], "difficult": target["difficult"]})
+    return detections, ground_truth
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    from PIL import ImageDraw
+
+    from .._io import write_atomic
+    from ..analysis.heatmap import read_image
+    from ..data.class_names import default_class_names
+    from ..tasks.detection import postprocess, to_coco_results
+    from ..tasks.segmentation import palette
+    from ..weights import read_metadata
+
+    if args.input_size % 32:
+        raise BetterConvError(f"--input-size must be a multiple of 32, got {args.input_size}")
+    model = _load_detector(args)
+    meta = read_metadata(args.weights)
+    names = meta.get("betterconv.class_names") or default_class_names(model.num_classes) or \
+        [str(c) for c in range(model.num_classes)]
+    output = Path(args.output)
+    colours = palette(model.num_classes + 1)[1:]
+    detections, ids = [], []
+    for path in args.images:
+        image = read_image(path)
+        pixels = np.asarray(image.resize((args.input_size, args.input_size)), dtype=np.float32) / 255
+        x = torch.from_numpy(pixels).permute(2, 0, 1)[None]  # (1, 3, S, S), darknet's [0, 1] input
+        with torch.no_grad():
+            det = postprocess(model(x), model.anchors, model.num_classes, args.input_size, args.conf_thresh,
+                              args.nms_iou, image_sizes=[(image.height, image.width)])[0]
+        drawn = image.copy()
+        draw = ImageDraw.Draw(drawn)
+        for box, score, label in zip(det["boxes"].tolist(), det["scores"].tolist(), det["labels"].tolist()):
+            colour = tuple(int(c) for c in colours[label])
+            draw.rectangle(box, outline=colour, width=3)
+            draw.text((box[0] + 3, box[1] + 2), f"{names[label]} {score:.2f}", fill=colour)
+        buf = io.BytesIO()
+        drawn.save(buf, format="PNG")
+        write_atomic(output / f"{Path(path).stem}.png", buf.getvalue())
+        detections.append(det)
+        ids.append(Path(path).stem)
+        print(f"{path}: {len(det['scores'])} detections -> {output / (Path(path).stem + '.png')}")
+    results = to_coco_results(detections, ids, list(range(1, model.num_classes + 1)))
+    write_atomic(output / "detections.json", json.dumps(results).encode())
+    print(f"wrote {output / 'detections.json'} ({len(results)} detections, category_id = class index + 1)")
+
+
+def add_parsers(sub, train_sub, eval_sub, predict_sub) -> None:
+    def data(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--data", required=True, metavar="KIND:PATH", help="voc:, coco: or yolo: + dataset root")
+        p.add_argument("--skip-bad", action="store_true", help="skip (and count) unusable samples")
+
+    p = sub.add_parser("anchors", help="YOLOv2 dimension clusters: k-means with 1 - IoU on the boxes of a dataset")
+    data(p)
+    p.add_argument("--split", default="train")
+    p.add_argument("-k", type=int, default=5)
+    p.add_argument("--input-size", type=int, default=416)
+    p.add_argument("--compare", action="store_true",
+                   help="YOLOv2 Table 1: IoU vs squared-Euclidean clusters vs hand-picked anchors, k = 5 and 9")
+    p.set_defaults(func=cmd_anchors)
+
+    p = train_sub.add_parser("det", help="train YOLOv2 with the paper's recipe")
+    p.add_argument("--model", required=True)
+    data(p)
+    p.add_argument("--train-split", default="train")
+    p.add_argument("--val-split", default="val")
+    p.add_argument("--output", default="runs/det")
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--input-size", type=int, default=416)
+    p.add_argument("--no-multiscale", dest="multiscale", action="store_false",
+                   help="train at --input-size only (default: a new size from 320-608 every 10 batches)")
+    p.add_argument("--no-hsv", action="store_true", help="no hue/saturation/exposure augmentation")
+    p.add_argument("--anchors", choices=("default", "auto"), default="default",
+                   help="auto: IoU k-means on the training boxes (YOLOv2 §2 dimension clusters)")
+    p.add_argument("--num-anchors", type=int, default=5)
+    p.add_argument("--backbone-weights", help="Darknet-19 classifier weights (any format) for the backbone")
+    p.add_argument("--init-from")
+    p.add_argument("--arg", action="append", default=[], metavar="NAME=VALUE")
+    for name, kind in (("epochs", int), ("batch-size", int), ("lr", float), ("momentum", float),
+                       ("weight-decay", float), ("warmup-steps", int)):
+        p.add_argument(f"--{name}", type=kind)
+    p.add_argument("--milestones", type=int, nargs="*", help="epochs where the step schedule divides the rate by 10")
+    p.add_argument("--optimizer", choices=("sgd", "rmsprop", "adamw"))
+    p.add_argument("--schedule", choices=("poly", "cosine", "constant", "exponential", "step"))
+    p.add_argument("--eval-every", type=int, default=1)
+    p.add_argument("--eval-images", type=int)
+    p.add_argument("--max-steps-per-epoch", type=int)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device")
+    p.add_argument("--no-amp", action="store_true")
+    p.add_argument("--sync-bn", action="store_true")
+    p.add_argument("--trusted", action="store_true")
+    p.set_defaults(func=cmd_train)
+
+    def model_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--model")
+        p.add_argument("--weights")
+        p.add_argument("--arg", action="append", default=[], metavar="NAME=VALUE")
+        p.add_argument("--input-size", type=int, default=416)
+        p.add_argument("--conf-thresh", type=float, default=0.005)
+        p.add_argument("--device")
+        p.add_argument("--trusted", action="store_true")
+
+    p = eval_sub.add_parser("det", help="VOC07 11-point and all-point mAP, COCO AP (pycocotools)")
+    model_args(p)
+    data(p)
+    p.add_argument("--split", default="val")
+    p.add_argument("--predictions", help="a COCO results JSON to evaluate instead of a model")
+    p.add_argument("--max-images", type=int)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_eval)
+
+    p = predict_sub.add_parser("det", help="boxes and labels drawn on each image, and one COCO results JSON")
+    model_args(p)
+    p.add_argument("--nms-iou", type=float, default=0.45)
+    p.add_argument("--output", required=True)
+    p.add_argument("images", nargs="+")
+    p.set_defaults(func=cmd_predict, conf_thresh=0.25)
