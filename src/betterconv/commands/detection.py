@@ -9,7 +9,6 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -199,8 +198,12 @@ def _detections_from_json(path: Path, dataset, input_size: int) -> tuple[list[di
         raise BetterConvError(f"{path}: a COCO results file is a JSON list")
     category_ids = getattr(dataset, "category_ids", None) or [c + 1 for c in range(dataset.num_classes)]
     label_of = {cid: i for i, cid in enumerate(category_ids)}
+    from ..tasks.detection_metrics import coco_image_ids
+
     ids = [str(i) for i in dataset.image_ids]
-    index = {i: n for n, i in enumerate(ids)}
+    index = {i: n for n, i in enumerate(ids)}  # the id as the dataset has it (COCO id or file stem) ...
+    if not all(isinstance(i, int) for i in dataset.image_ids):  # ... or the integer COCO id a stem maps to
+        index.update({str(number): index[stem] for stem, number in coco_image_ids(ids).items()})
     per_image: list[list] = [[] for _ in ids]
     for k, r in enumerate(results):
         try:
@@ -225,17 +228,19 @@ def _detections_from_json(path: Path, dataset, input_size: int) -> tuple[list[di
 
 def cmd_predict(args: argparse.Namespace) -> None:
     from PIL import ImageDraw
+    from torchvision import tv_tensors
+    from torchvision.transforms.v2.functional import pil_to_tensor
 
     from .._io import write_atomic
     from ..analysis.heatmap import read_image
     from ..data.class_names import default_class_names
+    from ..data.det_transforms import eval_transform
     from ..tasks.detection import postprocess, to_coco_results
     from ..tasks.segmentation import palette
     from ..weights import read_metadata
 
-    if args.input_size % 32:
-        raise BetterConvError(f"--input-size must be a multiple of 32, got {args.input_size}")
     model = _load_detector(args)
+    resize_to_input = eval_transform(args.input_size)
     meta = read_metadata(args.weights)
     names = meta.get("betterconv.class_names") or default_class_names(model.num_classes) or \
         [str(c) for c in range(model.num_classes)]
@@ -244,8 +249,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
     detections, ids = [], []
     for path in args.images:
         image = read_image(path)
-        pixels = np.asarray(image.resize((args.input_size, args.input_size)), dtype=np.float32) / 255
-        x = torch.from_numpy(pixels).permute(2, 0, 1)[None]  # (1, 3, S, S), darknet's [0, 1] input
+        x = resize_to_input(tv_tensors.Image(pil_to_tensor(image)))[None]  # (1, 3, S, S) in [0, 1], as in eval
         with torch.no_grad():
             det = postprocess(model(x), model.anchors, model.num_classes, args.input_size, args.conf_thresh,
                               args.nms_iou, image_sizes=[(image.height, image.width)])[0]

@@ -61,7 +61,7 @@ def postprocess(raw: torch.Tensor, anchors: torch.Tensor | Sequence[Sequence[flo
     return out
 
 
-def to_coco_results(detections: Sequence[Mapping[str, torch.Tensor]], image_ids: Sequence[int],
+def to_coco_results(detections: Sequence[Mapping[str, torch.Tensor]], image_ids: Sequence[int | str],
                     label_to_category: Mapping[int, int] | Sequence[int]) -> list[dict]:
     """COCO results JSON entries ``{"image_id", "category_id", "bbox": [x, y, w, h], "score"}`` for `detections`
     (as `postprocess` returns them, boxes x1, y1, x2, y2 in pixels of the original image) of images `image_ids`.
@@ -81,7 +81,8 @@ def to_coco_results(detections: Sequence[Mapping[str, torch.Tensor]], image_ids:
             except (KeyError, IndexError):
                 raise BetterConvError(f"label {lb} has no COCO category") from None
         cats = [category[lb] for lb in labels]
-        image_id = int(image_id)
+        if isinstance(image_id, str) and image_id.isascii() and image_id.isdigit():
+            image_id = int(image_id)  # COCO's file stems are its ids; other stems stay strings
         results.extend({"image_id": image_id, "category_id": cat, "bbox": box, "score": score}
                        for cat, box, score in zip(cats, xywh, scores))
     return results

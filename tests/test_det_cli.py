@@ -1,0 +1,65 @@
+"""`betterconv anchors/train det/eval det/predict det` on coco8, and bad detection data at the command line."""
+import json
+
+import pytest
+
+from betterconv.cli import main
+
+
+def cli(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from conftest import SHARED_DATA
+
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"reference data folder {SHARED_DATA} is absent")
+    run = tmp_path_factory.mktemp("det")
+    code = main(["train", "det", "--model", "yolov2_tiny", "--data", f"yolo:{SHARED_DATA / 'coco8'}", "--epochs",
+                 "1", "--batch-size", "2", "--input-size", "128", "--no-multiscale", "--warmup-steps", "0",
+                 "--workers", "0", "--output", str(run)])
+    assert code == 0
+    return SHARED_DATA, run
+
+
+def test_predict_then_eval_from_json_equals_eval_from_model(trained, capsys, tmp_path):
+    data, run = trained
+    weights = run / "model.safetensors"
+    code, out, _ = cli(capsys, "eval", "det", "--model", "yolov2_tiny", "--weights", weights, "--data",
+                       f"yolo:{data / 'coco8'}", "--input-size", "128", "--conf-thresh", "0.001", "--json")
+    assert code == 0
+    direct = json.loads(out)
+    assert {"voc07_map", "voc_map", "coco_map", "coco_map50", "coco_map75", "coco_map_small", "coco_map_medium",
+            "coco_map_large", "per_class"} <= set(direct)
+    images = sorted((data / "coco8" / "images" / "val").iterdir())
+    code, out, _ = cli(capsys, "predict", "det", "--model", "yolov2_tiny", "--weights", weights, "--input-size",
+                       "128", "--conf-thresh", "0.001", "--output", tmp_path / "pred", *images)
+    assert code == 0
+    assert all((tmp_path / "pred" / f"{p.stem}.png").is_file() for p in images)
+    code, out, _ = cli(capsys, "eval", "det", "--predictions", tmp_path / "pred" / "detections.json", "--data",
+                       f"yolo:{data / 'coco8'}", "--input-size", "128", "--json")
+    assert code == 0
+    from_json = json.loads(out)
+    assert from_json["voc_map"] == pytest.approx(direct["voc_map"], abs=1e-6)
+
+
+def test_anchors_command(capsys, shared_data):
+    code, out, _ = cli(capsys, "anchors", "--data", f"yolo:{shared_data / 'coco128'}", "--split", "train2017", "-k",
+                       "5", "--compare")
+    assert code == 0 and "IoU k-means" in out and "Euclidean k-means" in out and "Faster R-CNN" in out
+
+
+def test_bad_yolo_labels_name_file_and_line(capsys, tmp_path):
+    from PIL import Image
+
+    (tmp_path / "images" / "train").mkdir(parents=True)
+    (tmp_path / "labels" / "train").mkdir(parents=True)
+    Image.new("RGB", (64, 64)).save(tmp_path / "images" / "train" / "a.jpg")
+    (tmp_path / "classes.txt").write_text("cat\ndog\n")
+    (tmp_path / "labels" / "train" / "a.txt").write_text("0 0.5 0.5 0.2 0.2\n5 0.5 0.5 0.2 0.2\n")
+    code, _, err = cli(capsys, "anchors", "--data", f"yolo:{tmp_path}", "--split", "train")
+    assert code != 0 and "a.txt:2" in err and "Traceback" not in err
