@@ -77,24 +77,33 @@ def build_detector(args: argparse.Namespace, dataset) -> nn.Module:
 
 class DetectionLoss:
     """Region loss on multi-scale batches: the step decides the input size (YOLOv2 §2), and `images_seen` (for
-    the prior term of the first 12,800 images) counts whole batches as darknet does."""
+    the prior term of the first 12,800 images) counts whole batches as darknet does. With several prediction
+    scales each truth is predicted by the scale holding its best-shaped anchor (YOLOv3 §2.3)."""
 
     def __init__(self, model: nn.Module, batch_size: int, multiscale: bool, seed: int) -> None:
         from ..tasks.multiscale import MultiScale
         from ..tasks.region_loss import RegionLoss
 
-        self.region = RegionLoss(model.anchors.cpu(), model.num_classes)
+        self.heads = [RegionLoss(a.cpu(), model.num_classes) for a in model.head_anchors()]
         self.multiscale = MultiScale(seed=seed) if multiscale else None
         self.batch_size = batch_size
 
     def __call__(self, model: nn.Module, batch: tuple[torch.Tensor, list[dict]], step: int) -> torch.Tensor:
+        from ..tasks.region_loss import assign_to_scales
+
         images, targets = batch
         if self.multiscale is not None:
             images, targets, _ = self.multiscale(images, targets, step)
-        raw = model(images)  # (B, A*(5+C), H/32, W/32)
-        self.region.to(raw.device)
-        loss, _ = self.region(raw, targets, tuple(images.shape[-2:]), images_seen=(step + 1) * self.batch_size)
-        return loss
+        out = model(images)
+        outputs = [out] if isinstance(out, torch.Tensor) else list(out)  # (B, A_i*(5+C), H_i, W_i) each
+        size = tuple(images.shape[-2:])
+        per_scale = assign_to_scales(targets, [h.anchors for h in self.heads], [size[0] / o.shape[-2] for o in outputs])
+        total = 0.0
+        for head, raw, scale_targets in zip(self.heads, outputs, per_scale):
+            head.to(raw.device)
+            loss, _ = head(raw, scale_targets, size, images_seen=(step + 1) * self.batch_size)
+            total = total + loss
+        return total
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -251,7 +260,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
         image = read_image(path)
         x = resize_to_input(tv_tensors.Image(pil_to_tensor(image)))[None]  # (1, 3, S, S) in [0, 1], as in eval
         with torch.no_grad():
-            det = postprocess(model(x), model.anchors, model.num_classes, args.input_size, args.conf_thresh,
+            det = postprocess(model(x), model.head_anchors(), model.num_classes, args.input_size, args.conf_thresh,
                               args.nms_iou, image_sizes=[(image.height, image.width)])[0]
         drawn = image.copy()
         draw = ImageDraw.Draw(drawn)

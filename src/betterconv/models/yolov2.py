@@ -18,6 +18,12 @@ yolov2-tiny-voc.cfg: conv 16 3x3, then five (maxpool 2x2/2, conv 3x3) with 32..5
 
 The output is the region layer's input: per anchor x, y, w, h, objectness, then C class scores, raw. Anchors are
 (width, height) in grid cells (units of 32 pixels), stored on the model as the buffer `anchors`.
+
+`second_scale=True` is the survey's fix for YOLOv2's small-object weakness, as YOLOv3 (Redmon & Farhadi 2018, §2.3)
+does it: the fused 13x13 features go through a 1x1 conv to 256 channels, are upsampled x2 and joined with the
+26x26x512 stage, then a 3x3 conv and a 1x1 prediction at stride 16. The smaller half of the anchors (by area) move
+to that scale; forward then returns (stride-32 output, stride-16 output), and `head_anchors()` gives each output's
+anchors in its own grid units.
 """
 from __future__ import annotations
 
@@ -25,6 +31,7 @@ import math
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..errors import BetterConvError
@@ -64,6 +71,10 @@ class _YOLOv2Base(nn.Module):
         self.num_anchors = len(self.anchors)
         self.out_channels = self.num_anchors * (5 + num_classes)
 
+    def head_anchors(self) -> list[torch.Tensor]:
+        """The anchors of each output of `forward`, in grid cells of that output."""
+        return [self.anchors]
+
     @property
     def feature_info(self) -> list[FeatureInfo]:
         return self.backbone.feature_info
@@ -78,25 +89,50 @@ class _YOLOv2Base(nn.Module):
 
 
 class YOLOv2(_YOLOv2Base):
-    def __init__(self, num_classes: int = 20, anchors: Sequence[tuple[float, float]] = VOC_ANCHORS) -> None:
+    def __init__(self, num_classes: int = 20, anchors: Sequence[tuple[float, float]] = VOC_ANCHORS,
+                 second_scale: bool = False) -> None:
         super().__init__(num_classes, anchors)
         self.backbone = Darknet19(num_classes=None)
         fine, coarse = self.backbone.feature_info[-2:]  # 26x26x512 (cfg layer 16), 13x13x1024 (layer 22)
         self.head = nn.Sequential(darknet_conv(coarse.channels, 1024, 3), darknet_conv(1024, 1024, 3))
         self.passthrough = nn.Sequential(darknet_conv(fine.channels, 64, 1), Reorg(2))
         self.fuse = darknet_conv(64 * 4 + 1024, 1024, 3)
-        self.pred = nn.Conv2d(1024, self.out_channels, 1)
         self._fine, self._coarse = fine.name, coarse.name
-        for m in (self.head, self.passthrough, self.fuse, self.pred):
+        self.second_scale = second_scale
+        if second_scale:
+            if self.num_anchors < 2:
+                raise BetterConvError("yolov2 second_scale needs at least 2 anchors to split between the scales")
+            by_area = (self.anchors[:, 0] * self.anchors[:, 1]).argsort()
+            n_fine = self.num_anchors // 2
+            self.register_buffer("fine_index", by_area[:n_fine].sort().values, persistent=False)
+            self.register_buffer("coarse_index", by_area[n_fine:].sort().values, persistent=False)
+            self.pred = nn.Conv2d(1024, len(self.coarse_index) * (5 + num_classes), 1)
+            self.fine_lateral = darknet_conv(1024, 256, 1)
+            self.fine_fuse = darknet_conv(256 + fine.channels, 512, 3)
+            self.fine_pred = nn.Conv2d(512, n_fine * (5 + num_classes), 1)
+            extra = (self.fine_lateral, self.fine_fuse, self.fine_pred)
+        else:
+            self.pred = nn.Conv2d(1024, self.out_channels, 1)
+            extra = ()
+        for m in (self.head, self.passthrough, self.fuse, self.pred, *extra):
             init_darknet_weights(m)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def head_anchors(self) -> list[torch.Tensor]:
+        if not self.second_scale:
+            return [self.anchors]
+        return [self.anchors[self.coarse_index], 2 * self.anchors[self.fine_index]]  # stride-16 cells are half
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         self._check_size(x)
         features = self.forward_features(x)
         y = self.head(features[self._coarse])  # (B, 1024, H/32, W/32)
         p = self.passthrough(features[self._fine])  # (B, 256, H/32, W/32)
         y = self.fuse(torch.cat([p, y], dim=1))  # route -1,-4: (B, 1280, H/32, W/32) -> (B, 1024, H/32, W/32)
-        return self.pred(y)  # (B, A*(5+C), H/32, W/32)
+        if not self.second_scale:
+            return self.pred(y)  # (B, A*(5+C), H/32, W/32)
+        up = F.interpolate(self.fine_lateral(y), scale_factor=2, mode="nearest")  # (B, 256, H/16, W/16)
+        fine = self.fine_fuse(torch.cat([up, features[self._fine]], dim=1))  # (B, 768 -> 512, H/16, W/16)
+        return self.pred(y), self.fine_pred(fine)  # (B, A32*(5+C), H/32, W/32), (B, A16*(5+C), H/16, W/16)
 
 
 class TinyYOLOv2(_YOLOv2Base):
@@ -118,8 +154,11 @@ class TinyYOLOv2(_YOLOv2Base):
 
 
 @register_model()
-def yolov2(*, num_classes: int = 20, anchors: Sequence[tuple[float, float]] | None = None) -> YOLOv2:
-    return YOLOv2(num_classes=num_classes, anchors=VOC_ANCHORS if anchors is None else anchors)
+def yolov2(*, num_classes: int = 20, anchors: Sequence[tuple[float, float]] | None = None,
+           second_scale: bool = False) -> YOLOv2:
+    """`second_scale=True`: predictions at strides 32 and 16 (see the module docstring)."""
+    return YOLOv2(num_classes=num_classes, anchors=VOC_ANCHORS if anchors is None else anchors,
+                  second_scale=second_scale)
 
 
 @register_model()

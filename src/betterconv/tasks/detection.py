@@ -27,27 +27,37 @@ def _hw(size: int | Sequence[int], what: str) -> tuple[float, float]:
     return float(size[0]), float(size[1])
 
 
-def postprocess(raw: torch.Tensor, anchors: torch.Tensor | Sequence[Sequence[float]], num_classes: int,
+def postprocess(raw: torch.Tensor | Sequence[torch.Tensor],
+                anchors: torch.Tensor | Sequence[Sequence[float]] | Sequence[torch.Tensor], num_classes: int,
                 input_size: int | tuple[int, int], conf_thresh: float = 0.005, nms_iou: float = 0.45,
                 max_det: int = 300, *, image_sizes: Sequence[tuple[int, int]] | None = None,
                 clip: bool = True) -> list[dict[str, torch.Tensor]]:
-    """Detections per image from `raw` ``(B, A * (5 + num_classes), H, W)``.
+    """Detections per image from `raw` ``(B, A * (5 + num_classes), H, W)``, or from several prediction scales
+    (a sequence of such outputs, with one anchor set each, as `model.head_anchors()` gives them).
 
     One candidate per (box, class) with score = objectness * softmax class probability > `conf_thresh`; class-aware
     NMS at IoU `nms_iou`; the `max_det` best kept. Boxes are x1, y1, x2, y2 in pixels of `input_size` ((height,
     width) of the network input), or of ``image_sizes[b]`` when given (the original images, resized without
     letterboxing to the input, as darknet's YOLOv2 did). Returns per image a dict with ``boxes`` (D, 4), ``scores``
     (D,) and ``labels`` (D,) int64, sorted by decreasing score."""
-    if image_sizes is not None and len(image_sizes) != raw.shape[0]:
-        raise BetterConvError(f"got {len(image_sizes)} image sizes for a batch of {raw.shape[0]}")
+    outputs = [raw] if isinstance(raw, torch.Tensor) else list(raw)
+    anchor_sets = [anchors] if isinstance(raw, torch.Tensor) else list(anchors)
+    if len(anchor_sets) != len(outputs):
+        raise BetterConvError(f"got {len(anchor_sets)} anchor sets for {len(outputs)} prediction scales")
+    batch = outputs[0].shape[0]
+    if image_sizes is not None and len(image_sizes) != batch:
+        raise BetterConvError(f"got {len(image_sizes)} image sizes for a batch of {batch}")
     in_h, in_w = _hw(input_size, "input_size")
     with torch.no_grad():
-        det = decode_region(raw.detach(), anchors, num_classes, (int(in_h), int(in_w)))
+        decoded = [decode_region(r.detach(), a, num_classes, (int(in_h), int(in_w)))
+                   for r, a in zip(outputs, anchor_sets)]
+        all_boxes = torch.cat([d.boxes for d in decoded], dim=1)  # (B, N, 4) over every scale
+        all_scores = torch.cat([d.scores for d in decoded], dim=1)  # (B, N, C)
         out = []
-        for b in range(raw.shape[0]):
-            scores = det.scores[b]  # (N, C)
+        for b in range(batch):
+            scores = all_scores[b]  # (N, C)
             box_i, labels = (scores > conf_thresh).nonzero(as_tuple=True)  # (K,), (K,)
-            boxes, scores = det.boxes[b][box_i], scores[box_i, labels]  # (K, 4), (K,)
+            boxes, scores = all_boxes[b][box_i], scores[box_i, labels]  # (K, 4), (K,)
             keep = batched_nms(boxes.float(), scores.float(), labels, nms_iou)[:max_det]  # by decreasing score
             boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
             img_h, img_w = in_h, in_w
@@ -111,8 +121,8 @@ def detect_dataset(model: torch.nn.Module, dataset, input_size: int, device: tor
         for images, targets in loader:
             sizes = [tuple(int(v) for v in t["orig_size"]) for t in targets]  # (H, W) of the originals
             raw = module(images.to(device))  # (B, A*(5+C), H/32, W/32)
-            dets = postprocess(raw, module.anchors, module.num_classes, images.shape[-2:], conf_thresh, nms_iou,
-                               image_sizes=sizes)
+            dets = postprocess(raw, module.head_anchors(), module.num_classes, images.shape[-2:], conf_thresh,
+                               nms_iou, image_sizes=sizes)
             detections += [{k: v.cpu() for k, v in d.items()} for d in dets]
             ground_truth += [{"boxes": unresize_boxes(t["boxes"], size, input_size, clip=False),
                               "labels": t["labels"], "difficult": t["difficult"]} for t, size in zip(targets, sizes)]

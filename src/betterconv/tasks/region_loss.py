@@ -101,18 +101,23 @@ class RegionLoss(nn.Module):
                 f"bias_match={self.bias_match}, prior_images={self.prior_images}")
 
     def _truths(self, targets: Sequence[Mapping[str, torch.Tensor]], batch: int, img_h: float, img_w: float,
-                device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """All truths of the batch in order: (K, 4) relative (cx, cy, w, h), (K,) labels, (K,) image index."""
+                device: torch.device, dtype: torch.dtype
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """All truths of the batch in order: (K, 4) relative (cx, cy, w, h), (K,) labels, (K,) image index, (K,)
+        whether this layer is responsible for the truth (a target's optional ``assign`` mask, default all)."""
         if len(targets) != batch:
             raise BetterConvError(f"region loss got {len(targets)} targets for a batch of {batch}")
-        boxes, labels, owner = [], [], []
+        boxes, labels, owner, assign = [], [], [], []
         for b, t in enumerate(targets):
             bx = torch.as_tensor(t["boxes"], device=device).to(dtype).reshape(-1, 4)
             lb = torch.as_tensor(t["labels"], device=device).reshape(-1).long()
-            if len(lb) != len(bx):
-                raise BetterConvError(f"region loss target {b} has {len(bx)} boxes and {len(lb)} labels")
-            boxes.append(bx), labels.append(lb), owner.append(torch.full_like(lb, b))
-        boxes, labels, owner = torch.cat(boxes), torch.cat(labels), torch.cat(owner)  # (K, 4), (K,), (K,)
+            asg = torch.as_tensor(t.get("assign", torch.ones(len(lb), dtype=torch.bool)), device=device)
+            asg = asg.reshape(-1)
+            if len(lb) != len(bx) or len(asg) != len(bx):
+                raise BetterConvError(f"region loss target {b} has {len(bx)} boxes, {len(lb)} labels and "
+                                      f"{len(asg)} assignments")
+            boxes.append(bx), labels.append(lb), owner.append(torch.full_like(lb, b)), assign.append(asg.bool())
+        boxes, labels, owner, assign = torch.cat(boxes), torch.cat(labels), torch.cat(owner), torch.cat(assign)
         if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= self.num_classes):
             raise BetterConvError(f"region loss labels must be in [0, {self.num_classes}), "
                                   f"got {int(labels.min())}..{int(labels.max())}")
@@ -120,15 +125,16 @@ class RegionLoss(nn.Module):
         x1, y1, x2, y2 = (boxes / scale).unbind(-1)  # (K,) each, relative to the input
         rel = torch.stack([(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1], dim=-1)  # (K, 4) cx, cy, w, h
         keep = (rel[:, 2] > 0) & (rel[:, 3] > 0)  # empty boxes have no log-size target
-        return rel[keep], labels[keep], owner[keep]
+        return rel[keep], labels[keep], owner[keep], assign[keep]
 
     def forward(self, raw: torch.Tensor, targets: Sequence[Mapping[str, torch.Tensor]],
                 input_size: int | tuple[int, int], images_seen: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """`raw` (B, A * (5 + C), H, W): the model's output. `targets`: one dict per image with ``boxes`` (N, 4)
         x1, y1, x2, y2 in pixels of the network input and ``labels`` (N,); boxes of zero width or height are
-        dropped. `input_size`: the input's (height, width) or one int. `images_seen`: darknet's ``net.seen``,
-        which darknet increments by the batch before the forward pass (pass the count including this batch to
-        match it); the prior term is on while it is below `prior_images`.
+        dropped; an optional ``assign`` (N,) bool marks the truths this layer predicts (the others only silence
+        the no-object term near them). `input_size`: the input's (height, width) or one int. `images_seen`:
+        darknet's ``net.seen``, which darknet increments by the batch before the forward pass (pass the count
+        including this batch to match it); the prior term is on while it is below `prior_images`.
 
         Returns the loss (a scalar, see the module docstring) and a dict of its terms ``coord``, ``obj``,
         ``class``, ``noobj``, ``prior`` (detached; they sum to the loss) plus ``avg_iou`` and ``recall``
@@ -155,8 +161,8 @@ class RegionLoss(nn.Module):
             pred = torch.stack([(gx + sx) / w, (gy + sy) / h, tw.exp() * anc[:, 0] / w,
                                 th.exp() * anc[:, 1] / h], dim=-1)  # (B, N, 4) relative cx, cy, w, h
 
-            truth, labels, owner = self._truths(targets, bsz, float(img_h), float(img_w), dev, dt)  # (K, 4), (K,)
-            k = len(labels)
+            truth, labels, owner, assign = self._truths(targets, bsz, float(img_h), float(img_w), dev, dt)
+            k = len(labels)  # truth (K, 4), labels, owner, assign (K,)
 
             # 1. best IoU of each prediction with the truths of its image
             counts = torch.bincount(owner, minlength=bsz)  # (B,)
@@ -171,7 +177,11 @@ class RegionLoss(nn.Module):
                 ious = _pairwise_iou_cxcywh(pred, padded)  # (B, N, T)
                 best_iou = torch.where(valid, ious.nan_to_num(0.0), 0.0).amax(dim=-1)  # (B, N)
 
-            # 3. match each truth to (cell, anchor); a later truth replaces an earlier one on the same prediction
+            # 3. match each truth this layer is responsible for to (cell, anchor); a later truth replaces an
+            # earlier one on the same prediction. (Step 1 used every truth: with several prediction scales, a box
+            # another scale predicts is not a "no object" here either.)
+            truth, labels, owner = truth[assign], labels[assign], owner[assign]
+            k = len(labels)
             ci = (truth[:, 0] * w).long().clamp(0, w - 1)  # (K,)
             cj = (truth[:, 1] * h).long().clamp(0, h - 1)  # (K,)
             cell = (cj * w + ci) * a  # (K,) index of anchor 0 of the truth's cell
@@ -222,3 +232,24 @@ class RegionLoss(nn.Module):
         stats["recall"] = (iou > 0.5).float().mean() if n_matched else iou.new_zeros(())
         stats["num_matched"] = torch.tensor(n_matched, device=dev)
         return loss, stats
+
+
+def assign_to_scales(targets: Sequence[Mapping[str, torch.Tensor]], anchor_sets: Sequence[torch.Tensor],
+                     strides: Sequence[float]) -> list[list[dict]]:
+    """Targets for each prediction scale, with an ``assign`` mask: a truth belongs to the scale holding the anchor
+    whose shape (in pixels: grid units x stride) overlaps it best, both centred (YOLOv3 §2.3). With one scale every
+    truth is assigned."""
+    if len(anchor_sets) == 1:
+        return [list(targets)]
+    pixels = torch.cat([a.float() * s for a, s in zip(anchor_sets, strides)])  # (A_total, 2) w, h in pixels
+    scale_of = torch.cat([torch.full((len(a),), i) for i, a in enumerate(anchor_sets)])  # (A_total,)
+    out: list[list[dict]] = [[] for _ in anchor_sets]
+    for t in targets:
+        boxes = torch.as_tensor(t["boxes"]).float().reshape(-1, 4).cpu()
+        wh = (boxes[:, 2:] - boxes[:, :2]).clamp(min=0)  # (N, 2)
+        inter = torch.minimum(wh[:, None, 0], pixels[None, :, 0]) * torch.minimum(wh[:, None, 1], pixels[None, :, 1])
+        union = (wh[:, 0] * wh[:, 1])[:, None] + (pixels[:, 0] * pixels[:, 1])[None] - inter  # (N, A_total)
+        best = scale_of[(inter / union.clamp(min=1e-9)).argmax(dim=1)]  # (N,) scale index of each truth
+        for i in range(len(anchor_sets)):
+            out[i].append({**t, "assign": best == i})
+    return out
