@@ -178,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_heatmap)
 
     from .commands import detection, segmentation
+    from .commands import export as export_command
 
     train_sub = sub.add_parser("train", help="train a model").add_subparsers(dest="task", required=True,
                                                                             parser_class=_Parser)
@@ -187,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
         dest="task", required=True, parser_class=_Parser)
     segmentation.add_parsers(train_sub, eval_sub, predict_sub)
     detection.add_parsers(sub, train_sub, eval_sub, predict_sub)
+    export_command.add_parsers(sub)
 
     bench_sub = sub.add_parser("bench", help="measure costs and speed").add_subparsers(
         dest="bench", required=True, parser_class=_Parser)

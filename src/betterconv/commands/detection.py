@@ -89,13 +89,13 @@ class DetectionLoss:
         self.batch_size = batch_size
 
     def __call__(self, model: nn.Module, batch: tuple[torch.Tensor, list[dict]], step: int) -> torch.Tensor:
+        from ..tasks.detection import model_outputs
         from ..tasks.region_loss import assign_to_scales
 
         images, targets = batch
         if self.multiscale is not None:
             images, targets, _ = self.multiscale(images, targets, step)
-        out = model(images)
-        outputs = [out] if isinstance(out, torch.Tensor) else list(out)  # (B, A_i*(5+C), H_i, W_i) each
+        outputs = model_outputs(model(images))  # (B, A_i*(5+C), H_i, W_i) per prediction scale
         size = tuple(images.shape[-2:])
         per_scale = assign_to_scales(targets, [h.anchors for h in self.heads], [size[0] / o.shape[-2] for o in outputs])
         total = 0.0
@@ -244,7 +244,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
     from ..analysis.heatmap import read_image
     from ..data.class_names import default_class_names
     from ..data.det_transforms import eval_transform
-    from ..tasks.detection import postprocess, to_coco_results
+    from ..tasks.detection import model_outputs, postprocess, to_coco_results
     from ..tasks.segmentation import palette
     from ..weights import read_metadata
 
@@ -260,8 +260,8 @@ def cmd_predict(args: argparse.Namespace) -> None:
         image = read_image(path)
         x = resize_to_input(tv_tensors.Image(pil_to_tensor(image)))[None]  # (1, 3, S, S) in [0, 1], as in eval
         with torch.no_grad():
-            det = postprocess(model(x), model.head_anchors(), model.num_classes, args.input_size, args.conf_thresh,
-                              args.nms_iou, image_sizes=[(image.height, image.width)])[0]
+            det = postprocess(model_outputs(model(x)), model.head_anchors(), model.num_classes, args.input_size,
+                              args.conf_thresh, args.nms_iou, image_sizes=[(image.height, image.width)])[0]
         drawn = image.copy()
         draw = ImageDraw.Draw(drawn)
         for box, score, label in zip(det["boxes"].tolist(), det["scores"].tolist(), det["labels"].tolist()):

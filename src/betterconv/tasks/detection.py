@@ -27,6 +27,11 @@ def _hw(size: int | Sequence[int], what: str) -> tuple[float, float]:
     return float(size[0]), float(size[1])
 
 
+def model_outputs(out: torch.Tensor | Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """A detector's output as a list with one (B, A_i*(5+C), H_i, W_i) tensor per prediction scale."""
+    return [out] if isinstance(out, torch.Tensor) else list(out)
+
+
 def postprocess(raw: torch.Tensor | Sequence[torch.Tensor],
                 anchors: torch.Tensor | Sequence[Sequence[float]] | Sequence[torch.Tensor], num_classes: int,
                 input_size: int | tuple[int, int], conf_thresh: float = 0.005, nms_iou: float = 0.45,
@@ -120,9 +125,8 @@ def detect_dataset(model: torch.nn.Module, dataset, input_size: int, device: tor
                                leave=False) as bar:
         for images, targets in loader:
             sizes = [tuple(int(v) for v in t["orig_size"]) for t in targets]  # (H, W) of the originals
-            raw = module(images.to(device))  # (B, A*(5+C), H/32, W/32)
-            dets = postprocess(raw, module.head_anchors(), module.num_classes, images.shape[-2:], conf_thresh,
-                               nms_iou, image_sizes=sizes)
+            dets = postprocess(model_outputs(module(images.to(device))), module.head_anchors(), module.num_classes,
+                               images.shape[-2:], conf_thresh, nms_iou, image_sizes=sizes)
             detections += [{k: v.cpu() for k, v in d.items()} for d in dets]
             ground_truth += [{"boxes": unresize_boxes(t["boxes"], size, input_size, clip=False),
                               "labels": t["labels"], "difficult": t["difficult"]} for t, size in zip(targets, sizes)]

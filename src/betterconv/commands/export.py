@@ -1,0 +1,158 @@
+"""`betterconv export`: a model and its weights to ONNX (float or int8) or TorchScript, checked against PyTorch."""
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+from pathlib import Path
+from typing import Any
+
+from ..errors import BetterConvError
+
+FORMATS = ("onnx", "torchscript")
+_TORCHSCRIPT_SUFFIXES = (".pt", ".pth", ".ts", ".torchscript", ".jit")
+
+
+def _model_kwargs(pairs: list[str]) -> dict[str, Any]:
+    from ..cli import model_kwargs
+
+    return model_kwargs(pairs)
+
+
+def calibration_files(spec: str, limit: int | None = None) -> list[Path]:
+    """The images that `--calib SPEC` names: a folder (its image files, sorted), a glob pattern such as
+    'images/*.jpg', one image file, or a text file listing image paths one per line (relative to the list's
+    folder). At most `limit` of them, in sorted order."""
+    from ..deploy.quantize import IMAGE_SUFFIXES
+
+    path = Path(spec)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    elif path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
+        files = [path]
+    elif path.is_file():
+        lines = [line.strip() for line in path.read_text(errors="replace").splitlines()]
+        files = [p if p.is_absolute() else path.parent / p for p in map(Path, filter(None, lines))]
+        absent = [str(p) for p in files if not p.is_file()]
+        if absent:
+            raise BetterConvError(f"--calib {spec}: listed image {absent[0]} does not exist"
+                                  + (f" (+{len(absent) - 1} more)" if len(absent) > 1 else ""))
+    elif glob.has_magic(spec):
+        files = sorted(Path(p) for p in glob.glob(spec) if Path(p).suffix.lower() in IMAGE_SUFFIXES)
+    else:
+        raise BetterConvError(f"--calib {spec}: no such folder, image, list file or matching pattern")
+    if not files:
+        raise BetterConvError(f"--calib {spec}: no images found")
+    return files[:limit] if limit else files
+
+
+def _preprocessing(name: str, weights: str | None, model: Any) -> dict[str, Any]:
+    """mean, std, input_size (C, H, W) and class_names for the export: the weights' metadata when it has them,
+    else what the weights' format implies (TFLite: its input size and x / 127.5 - 1; darknet: x / 255;
+    otherwise ImageNet statistics), and the paper's input size."""
+    from ..data.class_names import DARKNET_MEAN, DARKNET_STD, IMAGENET_MEAN, IMAGENET_STD, TF_MEAN, TF_STD
+    from ..models import paper_input_size
+    from ..weights import read_metadata
+
+    meta = read_metadata(weights) if weights else {}
+    suffix = Path(weights).suffix.lower() if weights else ""
+    mean, std = {".weights": (DARKNET_MEAN, DARKNET_STD), ".tflite": (TF_MEAN, TF_STD)}.get(
+        suffix, (IMAGENET_MEAN, IMAGENET_STD))
+    size = (3, *paper_input_size(name))
+    if suffix == ".tflite":
+        from ..interop.tflite import tflite_input
+
+        size = (3, *tflite_input(weights).size)
+    return {"mean": meta.get("betterconv.mean") or mean, "std": meta.get("betterconv.std") or std,
+            "input_size": tuple(meta.get("betterconv.input_size") or size),
+            "class_names": meta.get("betterconv.class_names")}
+
+
+def _output_format(args: argparse.Namespace, output: Path) -> str:
+    if args.format:
+        return args.format
+    return "torchscript" if output.suffix.lower() in _TORCHSCRIPT_SUFFIXES else "onnx"
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from ..deploy import export_onnx, export_torchscript, quantize_onnx_static
+    from ..deploy.export import temporary_path
+    from ..deploy.quantize import calibration_images
+    from ..models import create_model
+
+    output = Path(args.output)
+    fmt = _output_format(args, output)
+    # the cheap checks first: nothing is built or written when the command line is wrong
+    if output.is_dir():
+        raise BetterConvError(f"--output {output} is a folder; give a file name")
+    if args.int8 and fmt != "onnx":
+        raise BetterConvError("--int8 quantises ONNX graphs only; use --format onnx")
+    if args.int8 and not args.calib:
+        raise BetterConvError("--int8 needs calibration images: --calib FOLDER (or a glob pattern or list file)")
+    if args.calib and not args.int8:
+        raise BetterConvError("--calib is for --int8 only")
+    calib = calibration_files(args.calib, args.calib_limit) if args.int8 else []
+    if args.weights and not Path(args.weights).is_file():
+        raise BetterConvError(f"{args.weights}: no such file")
+
+    kwargs = _model_kwargs(args.arg)
+    try:
+        model = create_model(args.model, weights=args.weights, trusted=args.trusted, **kwargs)
+    except BetterConvError:
+        raise
+    except (RuntimeError, ValueError, TypeError, KeyError) as e:  # a builder's own complaint, as one line
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise BetterConvError(f"cannot build {args.model}" + (f" with {args.weights}" if args.weights else "")
+                              + f": {first}") from None
+    model.eval()
+    pre = _preprocessing(args.model, args.weights, model)
+    size = (3, *args.input_size) if args.input_size else tuple(pre["input_size"])
+    normalize = None if args.no_normalize else (pre["mean"], pre["std"])
+    contract = ("float32 NCHW RGB in [0, 1], normalised inside (mean "
+                f"{tuple(round(v, 4) for v in pre['mean'])}, std {tuple(round(v, 4) for v in pre['std'])})"
+                if normalize else "float32 NCHW, already normalised")
+    batch = "N" if not args.static_batch else "1"
+    shape = f"({batch}, {', '.join(map(str, size))})"
+
+    if fmt == "torchscript":
+        diff = export_torchscript(model, output, size, normalize=normalize)
+        print(f"wrote {output}: TorchScript, input {shape} {contract}; max |TorchScript - PyTorch| = {diff:.3g}")
+        return
+    meta = {"class_names": pre["class_names"], "weights": Path(args.weights).name if args.weights else None}
+    if not args.int8:
+        diff = export_onnx(model, output, size, dynamic_batch=not args.static_batch, normalize=normalize,
+                           opset=args.opset, metadata=meta)
+        print(f"wrote {output}: ONNX opset {args.opset}, input {shape} {contract}; "
+              f"max |ONNX - PyTorch| = {diff:.3g} (onnxruntime)")
+        return
+    images = calibration_images(calib, size[1:], None if normalize else (pre["mean"], pre["std"]))
+    float_name = output.with_name(f".{output.stem}.float{os.getpid()}.onnx")
+    with temporary_path(float_name) as float_path:
+        diff = export_onnx(model, float_path, size, dynamic_batch=not args.static_batch, normalize=normalize,
+                           opset=args.opset, metadata=meta)
+        report = quantize_onnx_static(float_path, output, images)
+    print(f"wrote {output}: int8 ONNX (QDQ, per-channel weights), input {shape} {contract}; float graph max "
+          f"|ONNX - PyTorch| = {diff:.3g}; {report.format()}")
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    """Register `betterconv export` on the top-level sub-command parsers."""
+    p = sub.add_parser("export", help="export a model to ONNX (float or int8) or TorchScript, checked against PyTorch")
+    p.add_argument("model", help="registered model name (see `betterconv list`)")
+    p.add_argument("--weights", help="weights: betterconv .safetensors, torchvision .pth, darknet .weights, .tflite")
+    p.add_argument("--format", choices=FORMATS,
+                   help="default: from the output's suffix (.pt/.ts: torchscript), else onnx")
+    p.add_argument("--output", "-o", required=True, help="output file (written atomically)")
+    p.add_argument("--input-size", nargs=2, type=int, metavar=("H", "W"),
+                   help="default: the weights' recorded input size, else the paper's")
+    p.add_argument("--int8", action="store_true", help="static int8 quantisation (ONNX QDQ), needs --calib")
+    p.add_argument("--calib", metavar="DIR_OR_SPEC",
+                   help="calibration images: a folder, a glob pattern ('imgs/*.jpg') or a text file of paths")
+    p.add_argument("--calib-limit", type=int, default=200, help="use at most this many calibration images")
+    p.add_argument("--no-normalize", action="store_true",
+                   help="the graph takes normalised input (default: [0, 1] images, normalised inside)")
+    p.add_argument("--static-batch", action="store_true", help="batch size fixed at 1 (default: free)")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    p.add_argument("--arg", action="append", default=[], metavar="NAME=VALUE", help="model keyword argument")
+    p.add_argument("--trusted", action="store_true", help="allow unpickling a .pth that holds more than tensors")
+    p.set_defaults(func=cmd_export)

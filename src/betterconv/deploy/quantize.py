@@ -1,0 +1,175 @@
+"""Static int8 quantisation of an exported ONNX graph with onnxruntime.
+
+`quantize_onnx_static` writes a QDQ graph (QuantizeLinear/DequantizeLinear pairs around each quantised operator,
+which onnxruntime runs with int8 kernels): weights int8 per output channel, activations int8 per tensor with
+ranges measured (min/max) on calibration images. The int8 graph keeps the float graph's input and output: the same
+input contract (see `betterconv.deploy.export`) and float outputs.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import BetterConvError
+from .export import _first_line, onnx_session, run_onnx, temporary_path
+
+__all__ = ["IMAGE_SUFFIXES", "QuantizationReport", "calibration_images", "load_image", "quantize_onnx_static"]
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
+
+
+@dataclass(frozen=True)
+class QuantizationReport:
+    """int8 against float on the calibration images: how many, the largest |output difference|, and the share of
+    positions (images for a classifier, pixels for a segmentation map) whose argmax over channels agrees."""
+
+    images: int
+    max_abs_diff: float
+    top1_agreement: float
+
+    def format(self) -> str:
+        return (f"int8 vs float on {self.images} calibration image(s): max |diff| {self.max_abs_diff:.4g}, "
+                f"top-1 agreement {100 * self.top1_agreement:.1f}%")
+
+
+def load_image(path: str | Path, size: tuple[int, int]) -> np.ndarray:
+    """An image file -> (3, H, W) float32 RGB in [0, 1]: scaled (bilinear) so that it covers H x W, then cropped
+    to H x W around the centre."""
+    from PIL import Image, UnidentifiedImageError
+
+    h, w = size
+    try:
+        with Image.open(path) as img:
+            img = img.convert("RGB")
+    except (OSError, UnidentifiedImageError) as e:
+        raise BetterConvError(f"{path}: not an image ({_first_line(e)})") from None
+    scale = max(h / img.height, w / img.width)
+    rw, rh = max(w, round(img.width * scale)), max(h, round(img.height * scale))
+    img = img.resize((rw, rh), Image.BILINEAR)
+    left, top = (rw - w) // 2, (rh - h) // 2
+    img = img.crop((left, top, left + w, top + h))
+    return np.ascontiguousarray(np.asarray(img, dtype=np.float32).transpose(2, 0, 1) / 255.0)
+
+
+def calibration_images(files: Iterable[str | Path], size: tuple[int, int],
+                       normalize: tuple[Sequence[float], Sequence[float]] | None = None) -> list[np.ndarray]:
+    """Calibration inputs for a graph of input size `size` (H, W): each file as `load_image` gives it ([0, 1]),
+    then ``(x - mean) / std`` when `normalize` is given (for a graph exported without normalisation)."""
+    images = [load_image(f, size) for f in files]
+    if normalize is not None:
+        mean = np.asarray(normalize[0], dtype=np.float32).reshape(-1, 1, 1)
+        std = np.asarray(normalize[1], dtype=np.float32).reshape(-1, 1, 1)
+        images = [(x - mean) / std for x in images]
+    return images
+
+
+class _DropPreprocessingHint(logging.Filter):
+    """onnxruntime logs a hint to run its shape-inference/optimisation pre-pass; the exported graph has batch norm
+    folded and its shapes known already (the pre-pass changed nothing on MobileNetV2), so the hint is dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "pre-processing" not in record.getMessage()
+
+
+def _batches(images: list[np.ndarray], batch: int) -> list[np.ndarray]:
+    return [np.concatenate(images[i:i + batch]) for i in range(0, len(images), batch)]
+
+
+def _as_inputs(images: Iterable[Any], shape: Sequence[Any], where: str) -> list[np.ndarray]:
+    """Each calibration item as a float32 (1, C, H, W) array matching the graph's input shape."""
+    out = []
+    for i, item in enumerate(images):
+        arr = item.detach().cpu().numpy() if hasattr(item, "detach") else np.asarray(item)
+        arr = arr.astype(np.float32, copy=False)
+        if arr.ndim == 3:
+            arr = arr[None]
+        if arr.ndim != 4:
+            raise BetterConvError(f"{where}: calibration item {i} has shape {arr.shape}; expected (C, H, W) or "
+                                  f"(N, C, H, W)")
+        for dim, want in zip(arr.shape[1:], shape[1:]):
+            if isinstance(want, int) and dim != want:
+                raise BetterConvError(f"{where}: calibration item {i} has shape {tuple(arr.shape)}; the graph takes "
+                                      f"{tuple(shape)}")
+        out.extend(np.ascontiguousarray(a[None]) for a in arr)
+    return out
+
+
+def quantize_onnx_static(float_onnx_path: str | Path, int8_path: str | Path, calibration_images: Iterable[Any] | None,
+                         *, per_channel: bool = True, check: bool = True,
+                         batch_size: int = 8) -> QuantizationReport | None:
+    """Quantise the float ONNX graph at `float_onnx_path` to int8 (QDQ, per-channel int8 weights, int8 activations
+    calibrated by min/max) and write it atomically to `int8_path`.
+
+    `calibration_images` are inputs exactly as the float graph takes them: float arrays (C, H, W) or batches
+    (N, C, H, W) — for a graph exported with `normalize`, images in [0, 1] (see `calibration_images`). Without any,
+    raises `BetterConvError`. With `check`, both graphs are run on the calibration images and the comparison is
+    returned (`QuantizationReport`); else None.
+    """
+    try:
+        from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                              quantize_static)
+    except ImportError:  # pragma: no cover - a dependency
+        raise BetterConvError("int8 quantisation needs the 'onnxruntime' package: pip install onnxruntime") from None
+
+    source, target = Path(float_onnx_path), Path(int8_path)
+    if not source.is_file():
+        raise BetterConvError(f"{source}: no such file")
+    if calibration_images is None:
+        raise BetterConvError("int8 quantisation needs calibration images (give a few representative inputs)")
+    try:
+        session = onnx_session(source)
+    except Exception as e:
+        raise BetterConvError(f"{source}: onnxruntime cannot load it ({_first_line(e)})") from None
+    graph_input = session.get_inputs()[0]
+    items = _as_inputs(calibration_images, graph_input.shape, str(source))
+    if not items:
+        raise BetterConvError("int8 quantisation needs calibration images; none were given")
+    batch = batch_size if not isinstance(graph_input.shape[0], int) else 1
+    batches = _batches(items, batch)
+
+    class _Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._it = iter(batches)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            x = next(self._it, None)
+            return None if x is None else {graph_input.name: x}
+
+        def rewind(self) -> None:
+            self._it = iter(batches)
+
+    with temporary_path(target) as tmp:
+        hint = _DropPreprocessingHint()
+        logging.getLogger().addFilter(hint)
+        try:
+            quantize_static(str(source), str(tmp), _Reader(), quant_format=QuantFormat.QDQ, per_channel=per_channel,
+                            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                            calibrate_method=CalibrationMethod.MinMax)
+        except BetterConvError:
+            raise
+        except Exception as e:
+            raise BetterConvError(f"int8 quantisation of {source} failed: {_first_line(e)}") from e
+        finally:
+            logging.getLogger().removeFilter(hint)
+        report = None
+        if check:
+            try:
+                quantized = onnx_session(tmp)
+            except Exception as e:
+                raise BetterConvError(f"{target}: onnxruntime cannot run the int8 graph ({_first_line(e)})") from e
+            diffs, agree, total = [], 0, 0
+            for x in batches:
+                ref, got = run_onnx(session, x), run_onnx(quantized, x)
+                diffs.append(float(np.abs(ref - got).max()))
+                if ref.ndim >= 2:
+                    same = ref.argmax(1) == got.argmax(1)
+                    agree, total = agree + int(same.sum()), total + same.size
+            report = QuantizationReport(len(items), max(diffs), agree / total if total else float("nan"))
+        os.replace(tmp, target)
+    return report
