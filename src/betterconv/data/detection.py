@@ -61,7 +61,7 @@ from torchvision.transforms.v2.functional import pil_to_tensor
 
 from ..errors import BetterConvError
 from .class_names import VOC_CLASSES
-from .segmentation import IMAGE_EXTENSIONS, BadSampleError, _first_existing, _one_line, _open_image
+from .segmentation import IMAGE_EXTENSIONS, BadSampleError, _first_existing, _one_line, _open_image, check_samples
 
 KINDS = ("voc", "coco", "yolo")
 Transform = Callable[[tv_tensors.Image, dict], tuple[Any, Any]]
@@ -238,18 +238,7 @@ class DetectionDataset(Dataset):
     def validate(self, drop: bool = False, workers: int | None = None) -> Counter:
         """Load every image and count the outcomes: "ok" and one key per BadSampleError kind. The bad samples
         are listed in `problems` as (path, message); with `drop` they are removed and added to `skipped`."""
-        def check(index: int) -> BadSampleError | None:
-            try:
-                self.load(index)
-            except BadSampleError as e:
-                return e
-            return None
-
-        workers = workers or min(8, os.cpu_count() or 1)
-        with ThreadPoolExecutor(workers) as pool:  # PIL decodes with the GIL released
-            errors = list(pool.map(check, range(len(self.records))))
-        counts = Counter(ok=sum(e is None for e in errors))
-        counts.update(e.kind for e in errors if e is not None)
+        counts, errors = check_samples(self.load, len(self.records), workers)
         self.problems = [(e.path, str(e)) for e in errors if e is not None]
         if drop:
             self.skipped.extend(self.problems)

@@ -62,6 +62,24 @@ class BadSampleError(BetterConvError):
         self.kind, self.path = kind, str(path)
 
 
+def check_samples(load: Callable[[int], Any], count: int, workers: int | None = None
+                  ) -> tuple[Counter, list[BadSampleError | None]]:
+    """Load samples 0..count-1 (in threads: PIL decodes with the GIL released) and count the outcomes: "ok" and one
+    key per BadSampleError kind. Returns the counts and, per sample, its error or None."""
+    def check(index: int) -> BadSampleError | None:
+        try:
+            load(index)
+        except BadSampleError as e:
+            return e
+        return None
+
+    with ThreadPoolExecutor(workers or min(8, os.cpu_count() or 1)) as pool:
+        errors = list(pool.map(check, range(count)))
+    counts = Counter(ok=sum(e is None for e in errors))
+    counts.update(e.kind for e in errors if e is not None)
+    return counts, errors
+
+
 def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
 
@@ -156,18 +174,7 @@ class SegmentationDataset(Dataset):
         """Load every sample and count the outcomes: "ok" and one key per BadSampleError kind. The bad samples
         are listed in `problems` as (path, message); with `drop` they are removed from `files` and added to
         `skipped`."""
-        def check(index: int) -> BadSampleError | None:
-            try:
-                self.load(index)
-            except BadSampleError as e:
-                return e
-            return None
-
-        workers = workers or min(8, os.cpu_count() or 1)
-        with ThreadPoolExecutor(workers) as pool:  # PIL decodes with the GIL released
-            errors = list(pool.map(check, range(len(self.files))))
-        counts = Counter(ok=sum(e is None for e in errors))
-        counts.update(e.kind for e in errors if e is not None)
+        counts, errors = check_samples(self.load, len(self.files), workers)
         self.problems = [(e.path, str(e)) for e in errors if e is not None]
         if drop:
             self.skipped.extend(self.problems)
