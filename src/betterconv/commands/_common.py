@@ -62,3 +62,12 @@ def init_from(model: nn.Module, path: str, trusted: bool = False) -> tuple[int, 
         raise BetterConvError(f"{path}: no tensor in it fits {type(model).__name__}")
     model.load_state_dict(copied, strict=False)
     return len(copied), len(target)
+
+
+def add_model_arguments(p) -> None:
+    """The arguments every eval/predict command takes to build a model with its weights."""
+    p.add_argument("--model", help="registered model name (see `betterconv list`)")
+    p.add_argument("--weights", help="weights file: betterconv safetensors, torchvision .pth, darknet, TFLite")
+    p.add_argument("--arg", action="append", default=[], metavar="NAME=VALUE", help="model keyword argument")
+    p.add_argument("--device")
+    p.add_argument("--trusted", action="store_true", help="allow unpickling a .pth that holds more than tensors")

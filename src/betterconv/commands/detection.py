@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ..errors import BetterConvError
-from ._common import BACKBONE_CLASSIFIER, backbone_from_classifier, device_for, init_from
+from ._common import BACKBONE_CLASSIFIER, add_model_arguments, backbone_from_classifier, device_for, init_from
 
 # YOLOv2 (yolov2-voc.cfg): SGD, lr 1e-3 after a burn-in, momentum 0.9, weight decay 5e-4, 160 epochs with the rate
 # divided by 10 at epochs 60 and 90 (YOLOv2 §3 "Training for detection"), batch 64, multi-scale 320-608.
@@ -328,13 +328,9 @@ def add_parsers(sub, train_sub, eval_sub, predict_sub) -> None:
     p.set_defaults(func=cmd_train)
 
     def model_args(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--model")
-        p.add_argument("--weights")
-        p.add_argument("--arg", action="append", default=[], metavar="NAME=VALUE")
+        add_model_arguments(p)
         p.add_argument("--input-size", type=int, default=416)
         p.add_argument("--conf-thresh", type=float, default=0.005)
-        p.add_argument("--device")
-        p.add_argument("--trusted", action="store_true")
 
     p = eval_sub.add_parser("det", help="VOC07 11-point and all-point mAP, COCO AP (pycocotools)")
     model_args(p)

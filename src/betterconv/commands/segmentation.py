@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 from ..errors import BetterConvError
-from ._common import (BACKBONE_CLASSIFIER, BACKBONE_KEYWORDS, device_for, parse_floats, backbone_from_classifier,
-                      init_from)
+from ._common import (BACKBONE_CLASSIFIER, BACKBONE_KEYWORDS, add_model_arguments, backbone_from_classifier,
+                      device_for, init_from, parse_floats)
 
 def build_model(args: argparse.Namespace, num_classes: int) -> nn.Module:
     from ..cli import model_kwargs
@@ -184,14 +184,10 @@ def add_parsers(train_sub, eval_sub, predict_sub) -> None:
     p.set_defaults(func=cmd_train)
 
     def model_arguments(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--model")
-        p.add_argument("--weights")
-        p.add_argument("--arg", action="append", default=[], metavar="NAME=VALUE")
+        add_model_arguments(p)
         p.add_argument("--output-stride", type=int, help="evaluate at another output stride (DeepLabv3: 8)")
         p.add_argument("--scales", default="1.0", help="comma-separated input scales, e.g. 0.5,0.75,1,1.25,1.5,1.75")
         p.add_argument("--flip", action="store_true", help="also average left-right flipped predictions")
-        p.add_argument("--device")
-        p.add_argument("--trusted", action="store_true")
 
     p = eval_sub.add_parser("seg", help="mIoU, pixel accuracy, per-class IoU and boundary F")
     model_arguments(p)
