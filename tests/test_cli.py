@@ -1,5 +1,4 @@
 """The command line: one-line errors, non-zero exit, no traceback; JSON output with the documented keys."""
-import json
 import subprocess
 import sys
 

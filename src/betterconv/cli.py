@@ -177,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trusted", action="store_true", help="allow unpickling a .pth that holds more than tensors")
     p.set_defaults(func=_cmd_heatmap)
 
-    from .commands import detection, segmentation
+    from .commands import classification, detection, segmentation
     from .commands import export as export_command
 
     train_sub = sub.add_parser("train", help="train a model").add_subparsers(dest="task", required=True,
@@ -187,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict_sub = sub.add_parser("predict", help="run a model on images").add_subparsers(
         dest="task", required=True, parser_class=_Parser)
     segmentation.add_parsers(train_sub, eval_sub, predict_sub)
+    classification.add_parsers(train_sub, eval_sub, predict_sub)
     detection.add_parsers(sub, train_sub, eval_sub, predict_sub)
     export_command.add_parsers(sub)
 

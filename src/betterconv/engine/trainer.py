@@ -13,7 +13,7 @@ import json
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -114,12 +114,18 @@ class Trainer:
 
     `evaluate_fn(model) -> {metric: value}` runs every `eval_every` epochs on the main process. Checkpoints
     (`last.pt`, and `best.pt` by `best_metric`) hold model, optimizer, lr_scheduler, epoch, args and history, and
-    are written atomically."""
+    are written atomically.
+
+    `after_step(model, global_step)`, if given, runs after every optimizer step (e.g. a weight EMA update) with
+    the unwrapped model. `extra_state` maps names to objects with `state_dict()` / `load_state_dict()` (e.g. that
+    EMA) that are saved in the checkpoints under "extra_state" and restored by `resume`."""
 
     def __init__(self, model: nn.Module, dataset: Dataset, loss_fn: Callable[[nn.Module, Any, int], torch.Tensor],
                  config: TrainConfig, evaluate_fn: Callable[[nn.Module], dict[str, float]] | None = None,
                  collate_fn: Callable[[list], Any] | None = None, best_metric: str | None = None,
-                 device: torch.device | str | None = None) -> None:
+                 device: torch.device | str | None = None,
+                 after_step: Callable[[nn.Module, int], None] | None = None,
+                 extra_state: Mapping[str, Any] | None = None) -> None:
         config.validate()
         self.config = config
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -135,6 +141,7 @@ class Trainer:
         self.model = model.to(self.device)
         self.dataset, self.loss_fn, self.evaluate_fn = dataset, loss_fn, evaluate_fn
         self.collate_fn, self.best_metric = collate_fn, best_metric
+        self.after_step, self.extra_state = after_step, dict(extra_state or {})
         self.output = Path(config.output)
         self.sampler = DistributedSampler(dataset, num_replicas=self.dist.world_size, rank=self.dist.rank,
                                           shuffle=True, seed=config.seed, drop_last=True)
@@ -156,7 +163,9 @@ class Trainer:
     def _checkpoint(self, epoch: int) -> dict[str, Any]:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "lr_scheduler": self.schedule.state_dict(), "epoch": epoch, "args": asdict(self.config),
-                "history": self.history, "best": self.best}
+                "history": self.history, "best": self.best,
+                **({"extra_state": {k: v.state_dict() for k, v in self.extra_state.items()}}
+                   if self.extra_state else {})}
 
     def _save(self, name: str, checkpoint: dict[str, Any]) -> None:
         buf = io.BytesIO()
@@ -173,6 +182,9 @@ class Trainer:
             self.model.load_state_dict(ckpt["model"])
             self.optimizer.load_state_dict(ckpt["optimizer"])
             self.schedule.load_state_dict(ckpt["lr_scheduler"])
+            for key, value in ckpt.get("extra_state", {}).items():
+                if key in self.extra_state:
+                    self.extra_state[key].load_state_dict(value)
         except (RuntimeError, KeyError, ValueError, OSError) as e:
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             raise BetterConvError(f"{path}: cannot resume from this checkpoint ({first[:160]})") from None
@@ -207,6 +219,8 @@ class Trainer:
         if cfg.grad_clip:
             nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
         self.optimizer.step()
+        if self.after_step is not None:
+            self.after_step(self.model, epoch * self.steps_per_epoch + step)
         self.schedule.step()
         self._last_loss = all_reduce_mean(loss.detach(), self.dist).item()
         return self._last_loss

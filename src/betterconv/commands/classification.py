@@ -1,0 +1,304 @@
+"""`betterconv train cls`, `betterconv eval cls`, `betterconv predict cls`."""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import BetterConvError
+from ._common import device_for, init_from
+
+DEFAULT_INPUT_SIZE = 224
+
+
+def _dataset(spec: str, split: str, transform, skip_bad: bool):
+    from ..data.classification import classification_dataset
+
+    dataset = classification_dataset(spec, split, transform=transform, skip_bad=skip_bad)
+    if dataset.skipped:
+        print(f"skipped {len(dataset.skipped)} bad samples of {spec} {split}")
+    return dataset
+
+
+def _width_kwargs(model_name: str, width: float | None) -> dict[str, Any]:
+    """`--width` as the model's own width keyword (MobileNets: width_mult, ShuffleNet: scale)."""
+    if width is None:
+        return {}
+    from ..models import model_arguments
+
+    accepted = model_arguments(model_name)
+    for key in ("width_mult", "scale"):
+        if key in accepted:
+            return {key: width}
+    raise BetterConvError(f"{model_name} has no width multiplier; --width applies to MobileNets and ShuffleNet")
+
+
+def build_classifier(args: argparse.Namespace, num_classes: int) -> nn.Module:
+    from ..cli import model_kwargs
+    from ..models import create_model
+
+    kwargs = {"num_classes": num_classes, **_width_kwargs(args.model, args.width), **model_kwargs(args.arg)}
+    model = create_model(args.model, **kwargs)
+    if args.init_from:
+        copied, total = init_from(model, args.init_from, args.trusted)
+        print(f"initialised {copied}/{total} tensors from {args.init_from}")
+    return model
+
+
+def train_config(args: argparse.Namespace, num_samples: int):
+    """The TrainConfig and recipe of the model (see `tasks.classification.recipe_for`) with the command line's
+    overrides; the learning rate scales with the batch unless --lr is given, and --warmup-epochs becomes steps of
+    an epoch of `num_samples` images."""
+    from ..engine import TrainConfig
+    from ..tasks.classification import recipe_for
+
+    recipe = recipe_for(args.model)
+    batch = args.batch_size or recipe.batch_size
+    lr = args.lr if args.lr is not None else recipe.lr(batch)
+    steps_per_epoch = max(1, min(num_samples // batch, args.max_steps_per_epoch or num_samples))
+
+    def pick(name: str, default):
+        value = getattr(args, name)
+        return default if value is None else value
+
+    return TrainConfig(epochs=pick("epochs", recipe.epochs), batch_size=batch, lr=lr,
+                       optimizer=pick("optimizer", recipe.optimizer), momentum=pick("momentum", recipe.momentum),
+                       weight_decay=pick("weight_decay", recipe.weight_decay),
+                       rmsprop_decay=pick("rmsprop_decay", recipe.rmsprop_decay),
+                       schedule=pick("schedule", recipe.schedule), lr_decay=pick("lr_decay", recipe.lr_decay),
+                       warmup_steps=math.ceil(args.warmup_epochs * steps_per_epoch), workers=args.workers,
+                       seed=args.seed, amp=not args.no_amp, sync_bn=args.sync_bn, eval_every=args.eval_every,
+                       max_steps_per_epoch=args.max_steps_per_epoch, output=args.output), recipe
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from ..data.classification import eval_transform, held_out_split, train_transform
+    from ..engine import Trainer
+    from ..tasks.classification import ModelEMA, classification_loss, evaluate_classifier
+
+    size = args.input_size
+    train_set = _dataset(args.data, args.train_split, train_transform(size), args.skip_bad)
+    val_split = args.val_split or held_out_split(args.data)
+    val_set = _dataset(args.data, val_split, eval_transform(size), args.skip_bad)
+    if val_set.class_names != train_set.class_names:
+        raise BetterConvError(f"{args.data}: the {args.train_split} and {val_split} splits have different classes")
+    torch.manual_seed(args.seed)  # the initial weights too follow --seed
+    model = build_classifier(args, train_set.num_classes)
+    if args.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    device = device_for(args.device)
+    config, recipe = train_config(args, len(train_set))
+    ema = ModelEMA(model, decay=args.ema_decay) if args.ema else None
+    overridden = [f"--{k.replace('_', '-')}" for k in ("optimizer", "lr", "momentum", "weight_decay", "rmsprop_decay",
+                                                      "schedule", "lr_decay", "batch_size", "epochs")
+                  if getattr(args, k) is not None]
+    print(f"training: {config.optimizer}, lr {config.lr:g} for batch {config.batch_size}"
+          + ("" if args.lr is not None else f" ({recipe.base_lr:g} x {config.batch_size}/{recipe.base_batch})")
+          + f", {config.schedule} schedule, {config.epochs} epochs; recipe: {recipe.source}"
+          + (f"; overridden by {', '.join(overridden)}" if overridden else ""))
+    config.extra = {"task": "cls", "model": args.model, "model_kwargs": model.model_kwargs, "data": args.data,
+                    "class_names": list(train_set.class_names), "input_size": size,
+                    "label_smoothing": args.label_smoothing, "ema_decay": args.ema_decay if ema else None}
+
+    def evaluate(m: nn.Module) -> dict:
+        evaluated = ema.module if ema is not None else m
+        r = evaluate_classifier(evaluated, val_set, device, args.eval_batch_size, max_images=args.eval_images)
+        record = {"val_top1": r["top1"], "val_top5": r["top5"], "val_loss": r["loss"]}
+        if ema is not None:  # the raw weights too, to see what the average adds
+            record["val_top1_raw"] = evaluate_classifier(m, val_set, device, args.eval_batch_size,
+                                                         max_images=args.eval_images)["top1"]
+        return record
+
+    trainer = Trainer(model, train_set, partial(classification_loss, label_smoothing=args.label_smoothing), config,
+                      evaluate_fn=evaluate, best_metric="val_top1", device=device,
+                      after_step=ema.update if ema is not None else None,
+                      extra_state={"ema": ema} if ema is not None else None)
+    if args.resume and trainer.resume():
+        print(f"resuming from {Path(args.output) / 'last.pt'} at epoch {trainer.start_epoch + 1}")
+    trainer.fit()
+    if trainer.dist.is_main:
+        export_weights(model, ema, Path(args.output), list(train_set.class_names), size)
+
+
+def export_weights(model: nn.Module, ema, output: Path, class_names: list[str], size: int) -> Path:
+    """`output/model.safetensors` from best.pt (else the final weights): the EMA weights when training kept them."""
+    from ..data.class_names import IMAGENET_MEAN, IMAGENET_STD
+    from ..tasks.classification import ema_state_to_model
+    from ..weights import save_weights
+
+    best = output / "best.pt"
+    final = ema.module if ema is not None else model
+    if best.is_file():
+        ckpt = torch.load(best, map_location="cpu", weights_only=True)
+        if ema is not None and "ema" in ckpt.get("extra_state", {}):
+            final.load_state_dict(ema_state_to_model(ckpt["extra_state"]["ema"]))
+        else:  # no EMA, or a best.pt from before --ema was turned on
+            final = model
+            final.load_state_dict(ckpt["model"])
+    path = output / "model.safetensors"
+    save_weights(final, path, model_name=model.model_name, model_kwargs=model.model_kwargs, class_names=class_names,
+                 input_size=(3, size, size), mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    print(f"wrote {path}" + (" (EMA weights)" if final is not model else ""))
+    return path
+
+
+def _load_classifier(args: argparse.Namespace) -> tuple[nn.Module, dict[str, Any]]:
+    from ..cli import model_kwargs
+    from ..models import create_model
+    from ..weights import read_metadata
+
+    if not args.model or not args.weights:
+        raise BetterConvError("needs --model and --weights")
+    model = create_model(args.model, weights=args.weights, trusted=args.trusted, **model_kwargs(args.arg))
+    return model.eval(), read_metadata(args.weights)
+
+
+def _num_classes(model: nn.Module) -> int:
+    last = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))][-1]
+    return int(getattr(last, "out_features", None) or last.out_channels)
+
+
+def _preprocessing(args: argparse.Namespace, meta: dict[str, Any]) -> tuple[int, list[float], list[float]]:
+    from ..data.class_names import IMAGENET_MEAN, IMAGENET_STD
+
+    size = args.input_size or (meta.get("betterconv.input_size") or [3, DEFAULT_INPUT_SIZE])[-1]
+    return int(size), meta.get("betterconv.mean") or list(IMAGENET_MEAN), meta.get("betterconv.std") or \
+        list(IMAGENET_STD)
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from ..data.classification import eval_transform
+    from ..tasks.classification import evaluate_classifier
+
+    model, meta = _load_classifier(args)
+    size, mean, std = _preprocessing(args, meta)
+    dataset = _dataset(args.data, args.split, eval_transform(size, mean, std), args.skip_bad)
+    classes = _num_classes(model)
+    if classes != dataset.num_classes:
+        raise BetterConvError(f"{args.weights}: the model has {classes} classes, {args.data} {args.split} has "
+                              f"{dataset.num_classes}")
+    recorded = meta.get("betterconv.class_names")
+    if recorded and list(recorded) != list(dataset.class_names):
+        if sorted(recorded) == sorted(dataset.class_names):  # the same classes in another order: relabel
+            _relabel(dataset, [recorded.index(name) for name in dataset.class_names])
+        else:
+            print(f"warning: the class names of {args.weights} differ from those of {args.data}; "
+                  "matching them by index", file=sys.stderr)
+    device = device_for(args.device)
+    result = evaluate_classifier(model, dataset, device, args.batch_size, max_images=args.max_images,
+                                 workers=args.workers)
+    result.update(split=args.split, data=args.data, input_size=size)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    print(f"top-1 {100 * result['top1']:.2f}   top-{result['k']} {100 * result['top5']:.2f}   loss "
+          f"{result['loss']:.4f}   ({result['count']} images of {args.data} {args.split} at {size}x{size})")
+
+
+def _relabel(dataset, mapping: list[int]) -> None:
+    """Make the dataset's labels the model's class indices (`mapping[dataset label]`)."""
+    if hasattr(dataset, "samples"):
+        dataset.samples = [(path, mapping[label]) for path, label in dataset.samples]
+    else:
+        dataset._labels = torch.as_tensor(mapping)[torch.as_tensor(dataset._labels)].numpy()
+
+
+def cmd_predict(args: argparse.Namespace) -> None:
+    from ..analysis.heatmap import read_image
+    from ..data.classification import eval_transform
+    from ..tasks.classification import class_names_for, predict_topk
+    from torchvision.transforms.v2.functional import pil_to_tensor
+
+    model, meta = _load_classifier(args)
+    size, mean, std = _preprocessing(args, meta)
+    names = class_names_for(_num_classes(model), meta.get("betterconv.class_names"))
+    transform = eval_transform(size, mean, std)
+    device = device_for(args.device)
+    model.to(device)
+    results = []
+    for path in args.images:
+        image = transform(pil_to_tensor(read_image(path))).unsqueeze(0).to(device)
+        with torch.no_grad():
+            probs, indices = predict_topk(model, image, args.top_k)
+        top = [{"class": names[i], "index": i, "probability": p} for p, i in zip(probs[0].tolist(),
+                                                                                 indices[0].tolist())]
+        results.append({"image": str(path), "top": top})
+        if not args.json:
+            print(path)
+            for row in top:
+                print(f"  {row['probability']:.4f}  {row['class']}")
+    if args.json:
+        print(json.dumps(results, indent=2))
+
+
+def add_parsers(train_sub, eval_sub, predict_sub) -> None:
+    p = train_sub.add_parser("cls", help="train an image classifier (MobileNets: the MobileNetV2 paper's recipe)")
+    p.add_argument("--model", required=True)
+    p.add_argument("--data", required=True, metavar="KIND:PATH",
+                   help="folder:PATH (class folders), fashion-mnist:PATH or idx:PATH (MNIST-format files)")
+    p.add_argument("--train-split", default="train")
+    p.add_argument("--val-split", help="default: val where a folder dataset has one, else test")
+    p.add_argument("--skip-bad", action="store_true", help="skip (and count) unreadable images")
+    p.add_argument("--output", default="runs/cls", help="checkpoints, history.json and model.safetensors")
+    p.add_argument("--resume", action="store_true", help="continue from OUTPUT/last.pt")
+    p.add_argument("--init-from", help="start from weights where names and shapes match (fine-tuning)")
+    p.add_argument("--input-size", type=int, default=DEFAULT_INPUT_SIZE, help="training crop (default 224)")
+    p.add_argument("--width", type=float, help="width multiplier (MobileNets' width_mult, ShuffleNet's scale)")
+    p.add_argument("--arg", action="append", default=[], metavar="NAME=VALUE", help="model keyword argument")
+    p.add_argument("--epochs", type=int, help="override the recipe (MobileNets 300, others 90)")
+    p.add_argument("--batch-size", type=int, help="override the recipe (MobileNets 96, others 256)")
+    p.add_argument("--lr", type=float, help="override the recipe's rate (default: 0.045 x batch/96 for MobileNets, "
+                                            "0.1 x batch/256 otherwise)")
+    p.add_argument("--optimizer", choices=("sgd", "rmsprop", "adamw"))
+    p.add_argument("--schedule", choices=("exponential", "cosine", "poly", "constant"))
+    for name in ("momentum", "weight-decay", "rmsprop-decay", "lr-decay"):
+        p.add_argument(f"--{name}", type=float, help="override the recipe")
+    p.add_argument("--warmup-epochs", type=float, default=0.0, help="linear learning-rate warm-up")
+    p.add_argument("--label-smoothing", type=float, default=0.0, help="e.g. 0.1 (default 0: none)")
+    p.add_argument("--ema", action="store_true", help="keep an exponential moving average of the weights; it is "
+                                                      "what gets evaluated and exported")
+    p.add_argument("--ema-decay", type=float, default=0.9999)
+    p.add_argument("--eval-every", type=int, default=1)
+    p.add_argument("--eval-images", type=int, help="evaluate on N held-out images spread evenly over the split")
+    p.add_argument("--eval-batch-size", type=int, default=64)
+    p.add_argument("--max-steps-per-epoch", type=int)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device")
+    p.add_argument("--no-amp", action="store_true", help="no bfloat16 autocast on GPU")
+    p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across processes (torchrun)")
+    p.add_argument("--channels-last", action="store_true", help="channels-last memory format")
+    p.add_argument("--trusted", action="store_true")
+    p.set_defaults(func=cmd_train)
+
+    def model_arguments(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--model", required=True)
+        p.add_argument("--weights", required=True)
+        p.add_argument("--arg", action="append", default=[], metavar="NAME=VALUE")
+        p.add_argument("--input-size", type=int, help="default: the size recorded in the weights, else 224")
+        p.add_argument("--device")
+        p.add_argument("--trusted", action="store_true")
+        p.add_argument("--json", action="store_true")
+
+    p = eval_sub.add_parser("cls", help="top-1 / top-5 accuracy of a classifier")
+    model_arguments(p)
+    p.add_argument("--data", required=True, metavar="KIND:PATH")
+    p.add_argument("--split", default="test")
+    p.add_argument("--skip-bad", action="store_true")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--max-images", type=int, help="N images spread evenly over the split")
+    p.add_argument("--workers", type=int, default=0)
+    p.set_defaults(func=cmd_eval)
+
+    p = predict_sub.add_parser("cls", help="the most likely classes of each image, with probabilities")
+    model_arguments(p)
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("images", nargs="+")
+    p.set_defaults(func=cmd_predict)
