@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -23,6 +22,7 @@ def main() -> None:
     p.add_argument("--split", default="train2017")
     p.add_argument("--input-size", type=int, default=416)
     args = p.parse_args()
+    from betterconv._io import write_atomic
     from betterconv.data.detection import detection_dataset
     from betterconv.tasks.anchors import compare_anchors, dataset_boxes, kmeans_anchors
 
@@ -39,9 +39,7 @@ def main() -> None:
               "command": "python benchmarks/anchors_table1.py " + " ".join(sys.argv[1:]),
               "date": datetime.date.today().isoformat()}
     out = ROOT / "benchmarks" / "results" / "anchors_table1.json"
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(report, indent=2))
-    os.replace(tmp, out)
+    write_atomic(out, json.dumps(report, indent=2).encode())
     print(f"wrote {out}")
 
 

@@ -47,6 +47,7 @@ def main() -> None:
         sys.exit(f"CamVid not found at {DATA / 'camvid'}")
     torch.set_num_threads(max(1, os.cpu_count() or 1))
 
+    from betterconv._io import write_atomic
     from betterconv.cli import main as cli
     from betterconv.data.segmentation import segmentation_dataset
     from betterconv.data.transforms import eval_transform
@@ -98,10 +99,7 @@ def main() -> None:
         "curve": history,
     }
     out = ROOT / "benchmarks" / "results" / f"seg_camvid_{args.experiment}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(report, indent=2))
-    os.replace(tmp, out)
+    write_atomic(out, json.dumps(report, indent=2).encode())
     print(f"wrote {out}")
 
 

@@ -71,3 +71,15 @@ def add_model_arguments(p) -> None:
     p.add_argument("--arg", action="append", default=[], metavar="NAME=VALUE", help="model keyword argument")
     p.add_argument("--device")
     p.add_argument("--trusted", action="store_true", help="allow unpickling a .pth that holds more than tensors")
+
+
+def add_run_arguments(p) -> None:
+    """The arguments every `train` command takes to run the shared trainer."""
+    p.add_argument("--eval-every", type=int, default=1, help="evaluate every N epochs")
+    p.add_argument("--max-steps-per-epoch", type=int, help="shorter epochs (quick runs, benchmarks)")
+    p.add_argument("--workers", type=int, default=2, help="data-loading processes")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
+    p.add_argument("--no-amp", action="store_true", help="no bfloat16 autocast on GPU")
+    p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across processes (torchrun)")
+    p.add_argument("--trusted", action="store_true", help="allow unpickling a .pth that holds more than tensors")

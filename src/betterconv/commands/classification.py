@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from ..errors import BetterConvError
-from ._common import device_for, init_from
+from ._common import add_run_arguments, device_for, init_from
 
 DEFAULT_INPUT_SIZE = 224
 
@@ -265,17 +265,10 @@ def add_parsers(train_sub, eval_sub, predict_sub) -> None:
     p.add_argument("--ema", action="store_true", help="keep an exponential moving average of the weights; it is "
                                                       "what gets evaluated and exported")
     p.add_argument("--ema-decay", type=float, default=0.9999)
-    p.add_argument("--eval-every", type=int, default=1)
     p.add_argument("--eval-images", type=int, help="evaluate on N held-out images spread evenly over the split")
     p.add_argument("--eval-batch-size", type=int, default=64)
-    p.add_argument("--max-steps-per-epoch", type=int)
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device")
-    p.add_argument("--no-amp", action="store_true", help="no bfloat16 autocast on GPU")
-    p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across processes (torchrun)")
+    add_run_arguments(p)
     p.add_argument("--channels-last", action="store_true", help="channels-last memory format")
-    p.add_argument("--trusted", action="store_true")
     p.set_defaults(func=cmd_train)
 
     def model_arguments(p: argparse.ArgumentParser) -> None:

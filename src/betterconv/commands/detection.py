@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 from ..errors import BetterConvError
-from ._common import BACKBONE_CLASSIFIER, add_model_arguments, backbone_from_classifier, device_for, init_from
+from ._common import (BACKBONE_CLASSIFIER, add_model_arguments, add_run_arguments, backbone_from_classifier,
+                      device_for, init_from)
 
 # YOLOv2 (yolov2-voc.cfg): SGD, lr 1e-3 after a burn-in, momentum 0.9, weight decay 5e-4, 160 epochs with the rate
 # divided by 10 at epochs 60 and 90 (YOLOv2 §3 "Training for detection"), batch 64, multi-scale 320-608.
@@ -316,15 +317,8 @@ def add_parsers(sub, train_sub, eval_sub, predict_sub) -> None:
     p.add_argument("--milestones", type=int, nargs="*", help="epochs where the step schedule divides the rate by 10")
     p.add_argument("--optimizer", choices=("sgd", "rmsprop", "adamw"))
     p.add_argument("--schedule", choices=("poly", "cosine", "constant", "exponential", "step"))
-    p.add_argument("--eval-every", type=int, default=1)
-    p.add_argument("--eval-images", type=int)
-    p.add_argument("--max-steps-per-epoch", type=int)
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device")
-    p.add_argument("--no-amp", action="store_true")
-    p.add_argument("--sync-bn", action="store_true")
-    p.add_argument("--trusted", action="store_true")
+    p.add_argument("--eval-images", type=int, help="evaluate on the first N validation images only")
+    add_run_arguments(p)
     p.set_defaults(func=cmd_train)
 
     def model_args(p: argparse.ArgumentParser) -> None:

@@ -11,8 +11,8 @@ import torch
 from torch import nn
 
 from ..errors import BetterConvError
-from ._common import (BACKBONE_CLASSIFIER, BACKBONE_KEYWORDS, add_model_arguments, backbone_from_classifier,
-                      device_for, init_from, parse_floats)
+from ._common import (BACKBONE_CLASSIFIER, BACKBONE_KEYWORDS, add_model_arguments, add_run_arguments,
+                      backbone_from_classifier, device_for, init_from, parse_floats)
 
 def build_model(args: argparse.Namespace, num_classes: int) -> nn.Module:
     from ..cli import model_kwargs
@@ -170,17 +170,10 @@ def add_parsers(train_sub, eval_sub, predict_sub) -> None:
         p.add_argument(f"--{name}", type=kind, help="override the recipe")
     p.add_argument("--optimizer", choices=("sgd", "rmsprop", "adamw"))
     p.add_argument("--schedule", choices=("poly", "cosine", "constant", "exponential"))
-    p.add_argument("--eval-every", type=int, default=1)
     p.add_argument("--eval-images", type=int, help="evaluate on the first N validation images only")
-    p.add_argument("--max-steps-per-epoch", type=int)
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device")
-    p.add_argument("--no-amp", action="store_true", help="no bfloat16 autocast on GPU")
-    p.add_argument("--sync-bn", action="store_true", help="SyncBatchNorm across processes (torchrun)")
+    add_run_arguments(p)
     p.add_argument("--freeze-bn", action="store_true", help="keep batch-norm statistics fixed")
     p.add_argument("--channels-last", action="store_true", help="channels-last memory format (faster on CPU)")
-    p.add_argument("--trusted", action="store_true")
     p.set_defaults(func=cmd_train)
 
     def model_arguments(p: argparse.ArgumentParser) -> None:
