@@ -202,6 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("--output", help="also write the rows as JSON here")
     p.set_defaults(func=_cmd_bench_conv)
+    from .analysis.infer_bench import add_bench_infer_parser
+
+    add_bench_infer_parser(bench_sub)
 
     p = sub.add_parser("zoo", help="profile every model of the zoo: a table, a JSON file and a PNG chart")
     p.add_argument("--output", default="out/zoo", help="output folder (default: out/zoo)")

@@ -1,0 +1,582 @@
+"""Inference latency and throughput of one model along betterconv's deployment paths, against torchvision's.
+
+Five ways to run the same network on the CPU, measured in one process at batch 1 and 8 (by default):
+
+    torchvision_eager     torchvision's model of the same architecture, eager float32 (where torchvision has one)
+    betterconv_eager      betterconv's model, eager float32, contiguous (NCHW) memory
+    betterconv_fused_cl   batch norm folded into the convolutions (`fuse_batch_norm`), channels-last memory
+    onnxruntime_fp32      the graph `export_onnx` writes (batch norm folded), run by onnxruntime
+    onnxruntime_int8      that graph after `quantize_onnx_static` (QDQ, int8), run by onnxruntime
+
+Both PyTorch models carry the same weights: torchvision's randomly initialised model gets batch-norm statistics from
+one random batch (`calibrate_batch_norm`: activations of about unit variance, as in a trained network, instead of
+fading to subnormal floats that slow the CPU down), its state dict is loaded into betterconv's model with
+`map_torchvision_state_dict`, and their outputs are checked to agree before anything is timed. Where
+torchvision has no such model (`deeplabv3_mobilenet_v2`: torchvision's `deeplabv3_mobilenet_v3_large` is another
+network; `yolov2`) the other four are measured alone and the result says why.
+
+Timing: PyTorch runs under `torch.inference_mode()` with `torch.set_num_threads(threads)`; onnxruntime sessions
+use `threads` intra-op threads, one inter-op thread, every graph optimisation (which turns the int8 QDQ pairs into
+int8 kernels) and no busy-waiting (the machine may be shared). Every variant is called `warmup` times untimed,
+then in each of `repeats` rounds each variant runs once, in an order rotated from round to round, so that load
+from other processes falls on all of them alike. Reported per variant and batch: median and minimum wall time,
+images per second at the median, median process CPU time, and speed-ups against torchvision eager (its median
+over the variant's; > 1 means faster) and against betterconv eager.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shlex
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import BetterConvError
+
+__all__ = ["VARIANTS", "InferRow", "InferBenchResult", "add_bench_infer_parser", "bench_record",
+           "calibrate_batch_norm", "cpu_model", "load_average", "machine_info", "measure_inference",
+           "torchvision_peer", "versions"]
+
+VARIANTS = ("torchvision_eager", "betterconv_eager", "betterconv_fused_cl", "onnxruntime_fp32", "onnxruntime_int8")
+LABELS = {
+    "torchvision_eager": "torchvision eager fp32",
+    "betterconv_eager": "betterconv eager fp32",
+    "betterconv_fused_cl": "betterconv fused + channels-last",
+    "onnxruntime_fp32": "onnxruntime fp32",
+    "onnxruntime_int8": "onnxruntime int8 (static)",
+}
+BETTERCONV_VARIANTS = VARIANTS[1:]
+
+# models that torchvision lacks although a similar name suggests otherwise
+NO_PEER_NOTES = {
+    "deeplabv3_mobilenet_v2": "torchvision has no DeepLabv3 on MobileNetV2 (its deeplabv3_mobilenet_v3_large is a "
+                              "different network)",
+    "yolov2": "torchvision has no YOLOv2",
+    "yolov2_tiny": "torchvision has no YOLOv2",
+}
+# builder keywords that mean the same in torchvision's model classes
+_SHARED_KWARGS = ("num_classes", "width_mult", "round_nearest", "dropout")
+EAGER_TOLERANCE = 1.05  # acceptance: betterconv eager takes at most 5% longer than torchvision eager
+FASTEST_SPEEDUP = 3.0  # acceptance: the fastest betterconv path is 3x faster than torchvision eager at batch 1
+
+
+# --------------------------------------------------------------------------------------------------- the machine
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def load_average() -> list[float] | None:
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return None
+
+
+_THREAD_ENV = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME", "MKL_NUM_THREADS")
+
+
+def machine_info(threads: int | Sequence[int]) -> dict[str, Any]:
+    return {"cpu": cpu_model(), "logical_cpus": os.cpu_count(), "threads": threads, "platform": platform.platform(),
+            "load_average": load_average(), "thread_environment": {k: os.environ.get(k) for k in _THREAD_ENV}}
+
+
+def versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {"python": platform.python_version(), "torch": torch.__version__}
+    for name in ("torchvision", "onnx", "onnxruntime", "betterconv"):
+        try:
+            out[name] = getattr(__import__(name), "__version__", None)
+        except ImportError:
+            out[name] = None
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------ the models
+
+def torchvision_peer(name: str, model_kwargs: Mapping[str, Any] | None = None) -> tuple[str | None, dict, str]:
+    """torchvision's model of the same architecture as betterconv's `name` built with `model_kwargs`.
+
+    Returns (torchvision builder name or None, the keywords to build betterconv's model with, a note). The keywords
+    are the `TORCHVISION_CONFIGS` entry's (segmentation models without their auxiliary head: only the main output
+    is timed) updated with `model_kwargs`; a keyword torchvision has no equivalent for means no peer."""
+    from ..interop.torchvision import TORCHVISION_CONFIGS
+
+    kwargs = dict(model_kwargs or {})
+    for tv_name, (bc_name, config) in TORCHVISION_CONFIGS.items():
+        if bc_name != name:
+            continue
+        config = {k: v for k, v in config.items() if k != "aux_head"}
+        foreign = [k for k, v in kwargs.items() if k not in _SHARED_KWARGS and not (k in config and config[k] == v)]
+        if foreign:
+            return None, {**config, **kwargs}, (f"no torchvision peer: torchvision's {tv_name} has no equivalent of "
+                                                f"{', '.join(foreign)}")
+        return tv_name, {**config, **kwargs}, f"torchvision {tv_name}, the same weights loaded into both"
+    return None, kwargs, NO_PEER_NOTES.get(name, f"torchvision has no {name}")
+
+
+def _build_torchvision(tv_name: str, kwargs: Mapping[str, Any]) -> nn.Module:
+    import torchvision
+
+    shared = {k: v for k, v in kwargs.items() if k in _SHARED_KWARGS}
+    if hasattr(torchvision.models.segmentation, tv_name):
+        return getattr(torchvision.models.segmentation, tv_name)(weights=None, weights_backbone=None, aux_loss=False,
+                                                                 **shared)
+    return getattr(torchvision.models, tv_name)(weights=None, **shared)
+
+
+def _output(out: Any) -> torch.Tensor:
+    return out["out"] if isinstance(out, Mapping) else out  # torchvision's segmentation models return {"out": ...}
+
+
+def calibrate_batch_norm(model: nn.Module, size: tuple[int, int], seed: int = 0, batch: int = 2) -> nn.Module:
+    """Set every batch norm's running statistics to those of one random batch (in place; returns `model` in eval
+    mode). A freshly initialised network has mean 0 / variance 1 statistics, so in eval mode its activations
+    shrink layer by layer (MobileNetV2's depthwise initialisation divides them by about sqrt(channels)) down to
+    subnormal floats, which the CPU handles far more slowly than normal ones and which no trained network has.
+    After this every normalised activation has about unit variance, as in a trained network."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average: after one batch, exactly its statistics
+    model.train()
+    try:
+        with torch.no_grad():
+            model(torch.randn(batch, 3, *size, generator=torch.Generator().manual_seed(seed)))
+    finally:
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+        model.eval()
+    return model
+
+
+def _build_models(name: str, model_kwargs: Mapping[str, Any] | None, seed: int, size: tuple[int, int]
+                  ) -> tuple[nn.Module, nn.Module | None, str | None, dict, str, float | None]:
+    """(betterconv model, torchvision model or None, its name, betterconv keywords, note,
+    max |betterconv - torchvision|)."""
+    from ..interop.torchvision import map_torchvision_state_dict
+    from ..models import create_model
+
+    tv_name, kwargs, note = torchvision_peer(name, model_kwargs)
+    torch.manual_seed(seed)
+    model = create_model(name, **kwargs).eval()
+    tv = None
+    if tv_name is not None:
+        torch.manual_seed(seed)
+        try:
+            tv = _build_torchvision(tv_name, kwargs).eval()
+        except TypeError as e:
+            tv_name, note = None, f"no torchvision peer: torchvision's {tv_name} refused {kwargs} ({e})"
+    if tv is None:
+        return calibrate_batch_norm(model, size, seed), None, None, kwargs, note, None
+    calibrate_batch_norm(tv, size, seed)
+    model.load_state_dict(map_torchvision_state_dict(model, tv.state_dict(), source=f"torchvision {tv_name}"))
+    x = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(seed + 1))
+    with torch.inference_mode():
+        a, b = _output(tv(x)), _output(model(x))
+    if a.shape != b.shape:
+        raise BetterConvError(f"{name}: output shape {tuple(b.shape)} differs from torchvision {tv_name}'s "
+                              f"{tuple(a.shape)}")
+    diff = float((a - b).abs().max())
+    if not diff <= 1e-4 * max(1.0, float(a.abs().max())):
+        raise BetterConvError(f"{name} and torchvision {tv_name} disagree with the same weights (max |difference| "
+                              f"{diff:.3g}); their speeds are not comparable")
+    return model, tv, tv_name, kwargs, note, diff
+
+
+def _normalization(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    from ..data.class_names import DARKNET_MEAN, DARKNET_STD, IMAGENET_MEAN, IMAGENET_STD
+
+    return (DARKNET_MEAN, DARKNET_STD) if name.startswith("yolo") else (IMAGENET_MEAN, IMAGENET_STD)
+
+
+def _calibration(name: str, size: tuple[int, int], calibration: Any, count: int, seed: int) -> list[np.ndarray]:
+    """Calibration inputs as the float graph takes them (normalised): image files (paths, a folder, a pattern or a
+    list file as `betterconv export --calib` takes them), arrays, or `count` random images when None."""
+    from ..deploy.quantize import calibration_images
+
+    mean, std = _normalization(name)
+    if calibration is None:
+        g = np.random.default_rng(seed)
+        m, s = np.asarray(mean, np.float32).reshape(3, 1, 1), np.asarray(std, np.float32).reshape(3, 1, 1)
+        return [((g.random((3, *size), dtype=np.float32) - m) / s).astype(np.float32) for _ in range(count)]
+    if isinstance(calibration, (str, Path)):
+        from ..commands.export import calibration_files
+
+        return calibration_images(calibration_files(str(calibration), count), size, (mean, std))
+    items = list(calibration)
+    if items and isinstance(items[0], (str, Path)):
+        return calibration_images(items[:count], size, (mean, std))
+    return [np.asarray(a, dtype=np.float32) for a in items[:count]]
+
+
+def _ort_session(path: Path, threads: int):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+# ------------------------------------------------------------------------------------------------------ the result
+
+@dataclass
+class InferRow:
+    variant: str
+    batch: int
+    median_ms: float
+    min_ms: float
+    images_per_s: float  # batch / median time
+    cpu_ms: float  # median process CPU time (all threads of this process)
+    speedup_vs_torchvision: float | None  # torchvision eager median / this median; > 1: faster; None without peer
+    paired_speedup_vs_torchvision: float | None  # median over rounds of the same ratio within each round
+    speedup_vs_betterconv_eager: float | None
+    times_ms: list[float] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return LABELS[self.variant]
+
+
+@dataclass
+class InferBenchResult:
+    model: str
+    model_kwargs: dict
+    input_size: tuple[int, int]
+    threads: int
+    repeats: dict[int, int]
+    warmup: int
+    torchvision_model: str | None
+    peer_note: str
+    checks: dict[str, Any]
+    rows: list[InferRow]
+    load_average_before: list[float] | None = None
+    load_average_after: list[float] | None = None
+    elapsed_s: float = 0.0
+
+    def row(self, variant: str, batch: int) -> InferRow | None:
+        return next((r for r in self.rows if r.variant == variant and r.batch == batch), None)
+
+    @property
+    def batches(self) -> list[int]:
+        return list(dict.fromkeys(r.batch for r in self.rows))
+
+    def acceptance(self) -> dict[str, Any]:
+        """Issue 6's criteria: betterconv eager at most 5% slower than torchvision eager (each batch), and the
+        fastest betterconv path at least 3x faster than torchvision eager at batch 1. Empty without a peer."""
+        if self.torchvision_model is None:
+            return {}
+        out: dict[str, Any] = {"eager_within_5_percent": {}, "eager_passes": True}
+        for b in self.batches:
+            tv, bc = self.row("torchvision_eager", b), self.row("betterconv_eager", b)
+            if tv and bc:
+                ratio = bc.median_ms / tv.median_ms
+                out["eager_within_5_percent"][b] = {"betterconv_over_torchvision_time": ratio,
+                                                    "passes": ratio <= EAGER_TOLERANCE}
+                out["eager_passes"] &= ratio <= EAGER_TOLERANCE
+        ones = [r for r in self.rows if r.batch == 1 and r.variant in BETTERCONV_VARIANTS]
+        if ones and self.row("torchvision_eager", 1):
+            best = min(ones, key=lambda r: r.median_ms)
+            out["fastest_batch1"] = {"variant": best.variant, "speedup_vs_torchvision": best.speedup_vs_torchvision,
+                                     "passes": best.speedup_vs_torchvision >= FASTEST_SPEEDUP}
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["input_size"] = list(self.input_size)
+        d["repeats"] = {str(k): v for k, v in self.repeats.items()}
+        for row, r in zip(d["rows"], self.rows):
+            row["label"] = r.label
+        d["acceptance"] = self.acceptance()
+        return d
+
+    def format(self) -> str:
+        h, w = self.input_size
+        head = (f"{'variant':<34}{'batch':>6}{'median ms':>11}{'min ms':>10}{'images/s':>10}{'cpu ms':>10}"
+                f"{'vs torchvision':>16}{'vs bc eager':>13}")
+        lines = [f"{self.model} {h}x{w}, {self.threads} thread(s), {cpu_model()}; "
+                 f"load average {self.load_average_before} -> {self.load_average_after}",
+                 f"peer: {self.peer_note}", head, "-" * len(head)]
+        fmt = lambda v: "-" if v is None else f"{v:.2f}x"
+        for b in self.batches:
+            for r in (r for r in self.rows if r.batch == b):
+                lines.append(f"{r.label:<34}{r.batch:>6}{r.median_ms:>11.2f}{r.min_ms:>10.2f}{r.images_per_s:>10.1f}"
+                             f"{r.cpu_ms:>10.1f}{fmt(r.speedup_vs_torchvision):>16}"
+                             f"{fmt(r.speedup_vs_betterconv_eager):>13}")
+        lines.append("speed-ups are ratios of median times (> 1: faster than the reference); images/s at the median")
+        acc = self.acceptance()
+        if acc:
+            eager = ", ".join(f"batch {b}: {v['betterconv_over_torchvision_time']:.3f}"
+                              for b, v in acc["eager_within_5_percent"].items())
+            lines.append(f"betterconv eager / torchvision eager time: {eager} "
+                         f"({'within' if acc['eager_passes'] else 'NOT within'} 5%)")
+            if "fastest_batch1" in acc:
+                f = acc["fastest_batch1"]
+                lines.append(f"fastest betterconv path at batch 1: {LABELS[f['variant']]}, "
+                             f"{f['speedup_vs_torchvision']:.2f}x torchvision eager "
+                             f"({'>=' if f['passes'] else 'below'} {FASTEST_SPEEDUP:g}x)")
+        checks = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in self.checks.items())
+        lines.append(f"checks: {checks}")
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------------- measurement
+
+class _Timed:
+    def __init__(self, variant: str, call: Callable[[], Any]) -> None:
+        self.variant, self.call = variant, call
+        self.wall: list[float] = []
+        self.cpu: list[float] = []
+
+    def timed(self) -> None:
+        c0, t0 = time.process_time(), time.perf_counter()
+        self.call()
+        t1, c1 = time.perf_counter(), time.process_time()
+        self.wall.append((t1 - t0) * 1000)
+        self.cpu.append((c1 - c0) * 1000)
+
+
+def _torch_call(model: nn.Module, x: torch.Tensor) -> Callable[[], Any]:
+    def call() -> Any:
+        with torch.inference_mode():
+            return model(x)
+
+    return call
+
+
+def _ort_call(session: Any, x: np.ndarray) -> Callable[[], Any]:
+    name = session.get_inputs()[0].name
+    return lambda: session.run(None, {name: x})
+
+
+def _repeats_for(repeats: int | Mapping[int, int], batch: int) -> int:
+    n = repeats.get(batch, max(repeats.values())) if isinstance(repeats, Mapping) else repeats
+    if int(n) < 1:
+        raise BetterConvError(f"repeats must be >= 1, got {n}")
+    return int(n)
+
+
+def measure_inference(name: str, *, input_size: Sequence[int] | None = None, batches: Sequence[int] = (1, 8),
+                      repeats: int | Mapping[int, int] = 10, warmup: int = 2, threads: int = 2,
+                      model_kwargs: Mapping[str, Any] | None = None, variants: Sequence[str] | None = None,
+                      calibration: Any = None, calibration_count: int = 4, seed: int = 0,
+                      time_budget_s: float | None = None, workdir: str | Path | None = None,
+                      log: Callable[[str], None] | None = None) -> InferBenchResult:
+    """Measure `name` (a registered model, built with `model_kwargs`) along the paths in `variants` (default: all
+    of `VARIANTS`; torchvision's only where it has the architecture) at each batch size, at `input_size` (H, W;
+    default the paper's). `repeats` is the number of timed rounds, or a mapping batch -> rounds. `calibration`:
+    image files (a list, or a folder / pattern / list file) or arrays for the int8 graph, else
+    `calibration_count` random images. With `time_budget_s`, the rounds of a batch size stop once they have taken
+that long (after at least 3, or all if fewer were asked for); `repeats` in the result says how many ran. The ONNX
+files go to `workdir` (kept) or a temporary folder. Returns an
+    `InferBenchResult`; `torch`'s thread count is restored afterwards."""
+    from ..deploy import export_onnx, fuse_batch_norm, quantize_onnx_static
+    from ..models import paper_input_size
+
+    log = log or (lambda msg: None)
+    wanted = list(variants or VARIANTS)
+    unknown = [v for v in wanted if v not in VARIANTS]
+    if unknown:
+        raise BetterConvError(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
+    if threads < 1:
+        raise BetterConvError(f"threads must be >= 1, got {threads}")
+    batches = [int(b) for b in batches]
+    if not batches or min(batches) < 1:
+        raise BetterConvError(f"batch sizes must be >= 1, got {batches}")
+    size = tuple(int(v) for v in (input_size or paper_input_size(name)))
+    if len(size) == 3:
+        size = size[1:]
+    if len(size) != 2 or min(size) < 1:
+        raise BetterConvError(f"input_size must be (H, W), got {tuple(input_size or ())}")
+    rounds = {b: _repeats_for(repeats, b) for b in batches}
+
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    start = time.perf_counter()
+    load_before = load_average()
+    try:
+        model, tv, tv_name, kwargs, note, tv_diff = _build_models(name, model_kwargs, seed, size)
+        if tv is None:
+            wanted = [v for v in wanted if v != "torchvision_eager"]
+        checks: dict[str, Any] = {}
+        if tv_diff is not None:
+            checks["max_abs_diff_betterconv_vs_torchvision"] = tv_diff
+        with torch.inference_mode():
+            checks["output_std"] = float(model(torch.randn(1, 3, *size, generator=torch.Generator()
+                                                           .manual_seed(seed + 4))).std())
+        log(f"{name} {size[0]}x{size[1]}: built ({note})")
+
+        modules: dict[str, nn.Module] = {}
+        if "torchvision_eager" in wanted:
+            modules["torchvision_eager"] = tv
+        if "betterconv_eager" in wanted:
+            modules["betterconv_eager"] = model
+        if "betterconv_fused_cl" in wanted:
+            fused = fuse_batch_norm(model).to(memory_format=torch.channels_last).eval()
+            x = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(seed + 2))
+            with torch.inference_mode():
+                ref, got = model(x), fused(x.contiguous(memory_format=torch.channels_last))
+            checks["max_abs_diff_fused_cl_vs_eager"] = float((ref - got).abs().max())
+            modules["betterconv_fused_cl"] = fused
+
+        sessions: dict[str, Any] = {}
+        if "onnxruntime_fp32" in wanted or "onnxruntime_int8" in wanted:
+            with tempfile.TemporaryDirectory(prefix="betterconv-infer-") as tmp:
+                folder = Path(workdir) if workdir is not None else Path(tmp)
+                fp32, int8 = folder / f"{name}_fp32.onnx", folder / f"{name}_int8.onnx"
+                diff = export_onnx(model, fp32, (3, *size), dynamic_batch=True, normalize=None, verify=True)
+                checks["max_abs_diff_onnx_fp32_vs_eager"] = diff
+                log(f"  exported {fp32.name} (max |ONNX - PyTorch| {diff:.2e})")
+                if "onnxruntime_fp32" in wanted:
+                    sessions["onnxruntime_fp32"] = _ort_session(fp32, threads)
+                if "onnxruntime_int8" in wanted:
+                    images = _calibration(name, size, calibration, calibration_count, seed)
+                    report = quantize_onnx_static(fp32, int8, images, check=True, batch_size=len(images) or 1)
+                    checks["int8_calibration_images"] = report.images
+                    checks["int8_top1_agreement_on_calibration"] = report.top1_agreement
+                    checks["int8_max_abs_diff_on_calibration"] = report.max_abs_diff
+                    log(f"  quantised {int8.name}: {report.format()}")
+                    sessions["onnxruntime_int8"] = _ort_session(int8, threads)
+                # the sessions hold the graphs in memory: the files may go
+
+        rows: list[InferRow] = []
+        for batch in batches:
+            g = torch.Generator().manual_seed(seed + 3)
+            x = torch.randn(batch, 3, *size, generator=g)
+            x_cl = x.contiguous(memory_format=torch.channels_last)
+            x_np = np.ascontiguousarray(x.numpy(), dtype=np.float32)
+            timed = []
+            for v in VARIANTS:
+                if v not in wanted:
+                    continue
+                if v in sessions:
+                    timed.append(_Timed(v, _ort_call(sessions[v], x_np)))
+                else:
+                    timed.append(_Timed(v, _torch_call(modules[v], x_cl if v == "betterconv_fused_cl" else x)))
+            for t in timed:  # warm-up: allocator, oneDNN primitive caches, onnxruntime's first-run set-up
+                for _ in range(warmup):
+                    t.call()
+            began = time.perf_counter()
+            for r in range(rounds[batch]):
+                k = r % len(timed)
+                for t in timed[k:] + timed[:k]:  # rotate the order so that no variant always runs first
+                    t.timed()
+                log(f"  batch {batch} round {r + 1}/{rounds[batch]}: "
+                    + ", ".join(f"{t.variant} {t.wall[-1]:.1f} ms" for t in timed))
+                if (time_budget_s is not None and r + 1 >= min(3, rounds[batch])
+                        and time.perf_counter() - began > time_budget_s):
+                    log(f"  batch {batch}: time budget of {time_budget_s:g} s spent after {r + 1} round(s)")
+                    rounds[batch] = r + 1
+                    break
+            by = {t.variant: t for t in timed}
+            tv_t, bc_t = by.get("torchvision_eager"), by.get("betterconv_eager")
+            for t in timed:
+                med = statistics.median(t.wall)
+                rows.append(InferRow(
+                    variant=t.variant, batch=batch, median_ms=med, min_ms=min(t.wall),
+                    images_per_s=batch * 1000.0 / med, cpu_ms=statistics.median(t.cpu),
+                    speedup_vs_torchvision=statistics.median(tv_t.wall) / med if tv_t else None,
+                    paired_speedup_vs_torchvision=(statistics.median(a / b for a, b in zip(tv_t.wall, t.wall))
+                                                   if tv_t else None),
+                    speedup_vs_betterconv_eager=statistics.median(bc_t.wall) / med if bc_t else None,
+                    times_ms=[round(v, 3) for v in t.wall]))
+    finally:
+        torch.set_num_threads(previous_threads)
+    return InferBenchResult(
+        model=name, model_kwargs=dict(kwargs), input_size=size, threads=threads, repeats=rounds, warmup=warmup,
+        torchvision_model=tv_name, peer_note=note, checks=checks, rows=rows,
+        load_average_before=load_before, load_average_after=load_average(),
+        elapsed_s=round(time.perf_counter() - start, 1))
+
+
+# ----------------------------------------------------------------------------------------------------------- CLI
+
+def bench_record(results: Sequence[InferBenchResult], **extra: Any) -> dict[str, Any]:
+    """The JSON record of one or more measurements: date, command, machine (CPU, threads, load average before
+    the first and after the last), versions, `extra` settings, each result and the acceptance verdicts."""
+    counts = sorted({r.threads for r in results})
+    threads = counts[0] if len(counts) == 1 else counts
+    machine = machine_info(threads)
+    machine["load_average_before"] = results[0].load_average_before if results else None
+    machine["load_average_after"] = results[-1].load_average_after if results else None
+    before = machine["load_average_before"]  # before this process's own work (the later ones count it too)
+    if before and before[0] > (os.cpu_count() or 1) - max(counts or [1]) + 0.5:
+        machine["note"] = ("other processes kept the cores busy (1-minute load average above the cores this run "
+                           "did not use): times include waits for a core"
+                           + ("; with several threads PyTorch's OpenMP threads also wait for each other at every "
+                              "parallel region, so eager and channels-last times are inflated and spread out far "
+                              "more than onnxruntime's (no busy-waiting)" if max(counts) > 1 else "")
+                           + "; compare medians within one run only")
+    return {"benchmark": "betterconv bench infer: eager, fused channels-last, onnxruntime fp32 / int8 vs torchvision",
+            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "command": shlex.join(sys.argv),
+            "cwd": os.getcwd(), "machine": machine, "versions": versions(), **extra,
+            "results": [r.to_dict() for r in results],
+            "acceptance": {f"{r.model}, {r.threads} thread(s)": r.acceptance() for r in results
+                           if r.torchvision_model is not None}}
+
+
+def _cmd_bench_infer(args: argparse.Namespace) -> None:
+    from .._io import write_atomic
+    from ..cli import model_kwargs
+
+    say = (lambda msg: print(msg, flush=True)) if args.verbose else None
+    result = measure_inference(args.model, input_size=args.input_size, batches=args.batch, repeats=args.repeats,
+                               warmup=args.warmup, threads=args.threads, model_kwargs=model_kwargs(args.arg),
+                               variants=args.variants, calibration=args.calib, calibration_count=args.calib_count,
+                               seed=args.seed, time_budget_s=args.time_budget, log=say)
+    data = bench_record([result])
+    print(json.dumps(data, indent=2) if args.json else result.format())
+    if args.output:
+        write_atomic(Path(args.output), (json.dumps(data, indent=2) + "\n").encode())
+
+
+def add_bench_infer_parser(bench_sub: Any) -> argparse.ArgumentParser:
+    """Add `infer` to the `betterconv bench` sub-commands; returns its parser."""
+    p = bench_sub.add_parser("infer", help="latency and throughput: eager, fused channels-last, onnxruntime fp32 "
+                                           "and int8, against torchvision eager")
+    p.add_argument("model", help="registered model name (see `betterconv list`)")
+    p.add_argument("--input-size", nargs=2, type=int, default=None, metavar=("H", "W"),
+                   help="input height and width (default: the paper's, e.g. 224x224, 513x513 for DeepLabv3)")
+    p.add_argument("--batch", type=int, nargs="+", default=[1, 8], help="batch sizes (default: 1 8)")
+    p.add_argument("--repeats", type=int, default=10, help="timed rounds, each runs every variant once (default 10)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed calls of each variant first (default 2)")
+    p.add_argument("--threads", type=int, default=2, help="PyTorch and onnxruntime intra-op threads (default 2)")
+    p.add_argument("--arg", action="append", default=[], metavar="NAME=VALUE",
+                   help="a keyword argument of the model builder, e.g. width_mult=0.5 (repeatable)")
+    p.add_argument("--variants", nargs="+", choices=VARIANTS, default=None, help="measure only these")
+    p.add_argument("--calib", default=None,
+                   help="int8 calibration images: a folder, a glob pattern, an image or a list file (default: random "
+                        "images)")
+    p.add_argument("--calib-count", type=int, default=4, help="calibration images to use (default 4)")
+    p.add_argument("--time-budget", type=float, default=None, metavar="S",
+                   help="stop a batch size's rounds after S seconds (at least 3 rounds run)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--verbose", action="store_true", help="print progress, one line per round")
+    p.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    p.add_argument("--output", help="also write the JSON (figures, machine, versions) here, atomically")
+    p.set_defaults(func=_cmd_bench_infer)
+    return p

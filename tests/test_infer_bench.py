@@ -1,0 +1,108 @@
+"""`betterconv bench infer`: the measuring function on tiny models (one timed round), its table, JSON and CLI."""
+import json
+
+import pytest
+
+from betterconv.analysis.infer_bench import (VARIANTS, InferBenchResult, InferRow, add_bench_infer_parser,
+                                             measure_inference, torchvision_peer)
+from betterconv.cli import _Parser
+from betterconv.errors import BetterConvError
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("torchvision")
+
+TINY = dict(width_mult=0.35, num_classes=10)
+ROW_KEYS = {"variant", "label", "batch", "median_ms", "min_ms", "images_per_s", "cpu_ms", "speedup_vs_torchvision",
+            "paired_speedup_vs_torchvision", "speedup_vs_betterconv_eager", "times_ms"}
+
+
+@pytest.fixture(scope="module")
+def tiny_result() -> InferBenchResult:
+    # one thread: two threads that wait on each other crawl when another process keeps the second core busy
+    return measure_inference("mobilenet_v2", input_size=(64, 64), model_kwargs=TINY, batches=(1, 2), repeats=1,
+                             warmup=1, threads=1)
+
+
+def test_rows_and_keys(tiny_result):
+    r = tiny_result
+    assert r.torchvision_model == "mobilenet_v2" and r.input_size == (64, 64) and r.threads == 1
+    assert [(row.variant, row.batch) for row in r.rows] == [(v, b) for b in (1, 2) for v in VARIANTS]
+    for row in r.rows:
+        assert len(row.times_ms) == 1 and row.median_ms == row.min_ms > 0
+        assert row.images_per_s == pytest.approx(row.batch * 1000 / row.median_ms)
+        assert row.speedup_vs_torchvision > 0 and row.speedup_vs_betterconv_eager > 0
+    assert r.row("torchvision_eager", 1).speedup_vs_torchvision == 1.0
+    # the same weights in both models; folding, export and quantisation checked
+    assert r.checks["max_abs_diff_betterconv_vs_torchvision"] <= 1e-5
+    assert r.checks["max_abs_diff_fused_cl_vs_eager"] <= 1e-4
+    assert r.checks["max_abs_diff_onnx_fp32_vs_eager"] <= 1e-3
+    assert r.checks["int8_calibration_images"] == 4
+    assert 0.01 < r.checks["output_std"] < 100  # batch-norm statistics calibrated: activations neither fade nor blow up
+
+    d = json.loads(json.dumps(r.to_dict()))
+    assert {"model", "model_kwargs", "input_size", "threads", "repeats", "torchvision_model", "peer_note", "checks",
+            "rows", "acceptance", "load_average_before", "load_average_after"} <= set(d)
+    assert all(set(row) == ROW_KEYS for row in d["rows"])
+    acc = d["acceptance"]
+    assert set(acc["eager_within_5_percent"]) == {"1", "2"} and isinstance(acc["eager_passes"], bool)
+    assert acc["fastest_batch1"]["variant"] in VARIANTS[1:]
+
+    table = r.format()
+    assert "vs torchvision" in table and "onnxruntime int8" in table and "fastest betterconv path" in table
+
+
+def test_no_torchvision_peer():
+    for name in ("deeplabv3_mobilenet_v2", "yolov2"):
+        tv, _, note = torchvision_peer(name)
+        assert tv is None and "torchvision has no" in note
+    assert torchvision_peer("mobilenet_v2", {"output_stride": 8})[0] is None  # no torchvision equivalent
+    r = measure_inference("deeplabv3_mobilenet_v2", input_size=(65, 65), model_kwargs={"width_mult": 0.35},
+                          batches=(1,), repeats=1, warmup=0, threads=1,
+                          variants=["torchvision_eager", "betterconv_eager"])
+    assert r.torchvision_model is None and "deeplabv3_mobilenet_v3_large" in r.peer_note
+    assert [row.variant for row in r.rows] == ["betterconv_eager"]
+    assert r.rows[0].speedup_vs_torchvision is None and r.acceptance() == {}
+    assert "-" in r.format()
+
+
+def test_acceptance_thresholds():
+    def row(variant, ms):
+        return InferRow(variant, 1, ms, ms, 1000 / ms, ms, 10.0 / ms, 10.0 / ms, None)
+
+    r = InferBenchResult("mobilenet_v2", {}, (224, 224), 2, {1: 1}, 0, "mobilenet_v2", "", {},
+                         [row("torchvision_eager", 10.0), row("betterconv_eager", 10.4),
+                          row("onnxruntime_int8", 3.4)])
+    acc = r.acceptance()
+    assert acc["eager_passes"] and not acc["fastest_batch1"]["passes"]
+    r.rows[1] = row("betterconv_eager", 10.6)
+    r.rows[2] = row("onnxruntime_int8", 3.3)
+    acc = r.acceptance()
+    assert not acc["eager_passes"] and acc["fastest_batch1"]["passes"]
+
+
+def test_bad_arguments():
+    with pytest.raises(BetterConvError, match="unknown variant"):
+        measure_inference("mobilenet_v2", variants=["tensorrt"])
+    with pytest.raises(BetterConvError, match="batch sizes"):
+        measure_inference("mobilenet_v2", batches=(0,))
+
+
+def test_cli(tmp_path, capsys):
+    parser = _Parser(prog="betterconv")
+    bench = parser.add_subparsers(dest="command").add_parser("bench").add_subparsers(dest="bench",
+                                                                                     parser_class=_Parser)
+    add_bench_infer_parser(bench)
+    out = tmp_path / "infer.json"
+    args = parser.parse_args(["bench", "infer", "mobilenet_v2", "--input-size", "64", "64", "--batch", "1",
+                              "--repeats", "1", "--warmup", "0", "--threads", "1", "--arg", "width_mult=0.35",
+                              "--variants", "torchvision_eager", "betterconv_eager", "onnxruntime_fp32",
+                              "--output", str(out)])
+    args.func(args)
+    assert "betterconv eager fp32" in capsys.readouterr().out
+    data = json.loads(out.read_text())
+    assert {"date", "command", "machine", "versions", "results", "acceptance"} <= set(data)
+    assert data["machine"]["threads"] == 1 and "load_average_before" in data["machine"]
+    assert [row["variant"] for row in data["results"][0]["rows"]] == ["torchvision_eager", "betterconv_eager",
+                                                                      "onnxruntime_fp32"]
+    with pytest.raises(BetterConvError):
+        parser.parse_args(["bench", "infer", "mobilenet_v2", "--variants", "tensorrt"])
