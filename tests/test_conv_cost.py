@@ -4,7 +4,7 @@ from betterconv.cli import main
 
 
 def test_analytic_macs_equal_counted_macs():
-    rows = conv_cost_table(kernels=(1, 3, 5, 7), channels=(8, 24), resolutions=(9,), repeats=1)
+    rows = conv_cost_table(kernels=(1, 3, 5, 7), shapes=((8, 9), (24, 9)), repeats=1)
     for r in rows:
         assert r.standard_macs_counted == r.standard_macs == 81 * r.channels ** 2 * r.kernel ** 2
         assert r.separable_macs_counted == r.separable_macs == 81 * r.channels * (r.kernel ** 2 + r.channels)
@@ -16,6 +16,5 @@ def test_analytic_macs_equal_counted_macs():
 
 def test_bench_conv_command(capsys, tmp_path):
     out = tmp_path / "conv.json"
-    assert main(["bench", "conv", "--kernels", "3", "--channels", "8", "--resolutions", "7", "--repeats", "1",
-                 "--output", str(out)]) == 0
+    assert main(["bench", "conv", "--kernels", "3", "--shapes", "8@7", "--repeats", "1", "--output", str(out)]) == 0
     assert "MAC ratio" in capsys.readouterr().out and out.is_file()

@@ -127,8 +127,8 @@ def _cmd_bench_conv(args: argparse.Namespace) -> None:
     from ._io import write_atomic
     from .analysis.conv_cost import conv_cost_table, format_conv_cost, rows_to_dicts
 
-    rows = conv_cost_table(args.kernels, args.channels, args.resolutions, args.repeats,
-                           channels_last=not args.contiguous)
+    shapes = [(int(c), int(r)) for c, _, r in (s.partition("@") for s in args.shapes)]
+    rows = conv_cost_table(args.kernels, shapes, args.repeats, channels_last=not args.contiguous)
     print(json.dumps(rows_to_dicts(rows), indent=2) if args.json else format_conv_cost(rows))
     if args.output:
         write_atomic(Path(args.output), json.dumps(rows_to_dicts(rows), indent=2).encode())
@@ -195,8 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
         dest="bench", required=True, parser_class=_Parser)
     p = bench_sub.add_parser("conv", help="standard vs depthwise separable convolution: MACs and latency")
     p.add_argument("--kernels", type=int, nargs="+", default=[1, 3, 5, 7])
-    p.add_argument("--channels", type=int, nargs="+", default=[32, 128, 512])
-    p.add_argument("--resolutions", type=int, nargs="+", default=[112, 28, 7])
+    p.add_argument("--shapes", nargs="+", default=["32@112", "128@56", "256@28", "512@14", "1024@7"],
+                   metavar="C@R", help="channels@resolution pairs (default: MobileNet's stages at 224)")
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--contiguous", action="store_true", help="NCHW instead of channels-last")
     p.add_argument("--json", action="store_true")

@@ -56,24 +56,28 @@ def _median_ms(module: nn.Module, x: torch.Tensor, repeats: int) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def conv_cost_table(kernels: Sequence[int] = (1, 3, 5, 7), channels: Sequence[int] = (32, 128, 512),
-                    resolutions: Sequence[int] = (112, 28, 7), repeats: int = 10,
+# (channels, resolution) of MobileNet's stages at 224x224: each standard 3x3 layer there costs about the same
+MOBILENET_SHAPES = ((32, 112), (128, 56), (256, 28), (512, 14), (1024, 7))
+
+
+def conv_cost_table(kernels: Sequence[int] = (1, 3, 5, 7),
+                    shapes: Sequence[tuple[int, int]] = MOBILENET_SHAPES, repeats: int = 10,
                     channels_last: bool = True) -> list[ConvCostRow]:
-    """One row per (k, d, h): d -> d channels, h x h map, stride 1, bare convolutions (no norm, no activation)."""
+    """One row per kernel size and (channels d, resolution h): d -> d channels on an h x h map, stride 1, bare
+    convolutions (no norm, no activation)."""
     rows = []
     for k in kernels:
-        for d in channels:
-            for h in resolutions:
-                standard = nn.Conv2d(d, d, k, padding=k // 2, bias=False).eval()
-                separable = DepthwiseSeparableConv(d, d, k, norm_layer=None, act_layer=None).eval()
-                x = torch.randn(1, d, h, h)
-                if channels_last:
-                    standard, separable = (m.to(memory_format=torch.channels_last) for m in (standard, separable))
-                    x = x.contiguous(memory_format=torch.channels_last)
-                rows.append(ConvCostRow(
-                    k, d, h, h * h * d * d * k * k, h * h * d * (k * k + d),
-                    _counted_macs(standard, x), _counted_macs(separable, x),
-                    _median_ms(standard, x, repeats), _median_ms(separable, x, repeats)))
+        for d, h in shapes:
+            standard = nn.Conv2d(d, d, k, padding=k // 2, bias=False).eval()
+            separable = DepthwiseSeparableConv(d, d, k, norm_layer=None, act_layer=None).eval()
+            x = torch.randn(1, d, h, h)
+            if channels_last:
+                standard, separable = (m.to(memory_format=torch.channels_last) for m in (standard, separable))
+                x = x.contiguous(memory_format=torch.channels_last)
+            rows.append(ConvCostRow(
+                k, d, h, h * h * d * d * k * k, h * h * d * (k * k + d),
+                _counted_macs(standard, x), _counted_macs(separable, x),
+                _median_ms(standard, x, repeats), _median_ms(separable, x, repeats)))
     return rows
 
 
