@@ -5,6 +5,7 @@
       mobile variant of MobileNetV2 §6.3):
     python benchmarks/seg_camvid.py --experiment pretrained --epochs 20 --crop-size 256 --batch-size 8
     python benchmarks/seg_camvid.py --experiment scratch --scratch --epochs 20 --crop-size 256 --batch-size 8
+    python benchmarks/seg_camvid.py --experiment pretrained_mfb --class-weights median-frequency ...
   (b) the head ablation, pretrained backbone: no ASPP / ASPP (6, 12, 18) / ASPP + image pooling:
     python benchmarks/seg_camvid.py --experiment no_aspp --atrous-rates "" --no-image-pooling ...
     python benchmarks/seg_camvid.py --experiment aspp --atrous-rates 6,12,18 --no-image-pooling ...
@@ -35,6 +36,7 @@ def main() -> None:
     p.add_argument("--scratch", action="store_true", help="random backbone instead of the ImageNet one")
     p.add_argument("--atrous-rates", default="", help="ASPP's atrous rates at output stride 16; '' = ASPP off")
     p.add_argument("--no-image-pooling", action="store_true")
+    p.add_argument("--class-weights", choices=("none", "median-frequency"), default="none")
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--crop-size", type=int, default=256)
     p.add_argument("--batch-size", type=int, default=8)
@@ -60,7 +62,7 @@ def main() -> None:
             "--lr", str(args.lr), "--eval-images", str(args.eval_images), "--workers", str(args.workers),
             "--channels-last", "--output", str(run), "--resume",
             "--arg", f"atrous_rates=({args.atrous_rates}{',' if args.atrous_rates else ''})",
-            "--arg", f"image_pooling={not args.no_image_pooling}"]
+            "--arg", f"image_pooling={not args.no_image_pooling}", "--class-weights", args.class_weights]
     if not args.scratch:
         argv += ["--backbone-weights", str(DATA / "coral" / "mobilenet_v2_1.0_224_quant.tflite")]
     started = time.time()
@@ -87,6 +89,7 @@ def main() -> None:
         "benchmark": f"seg_camvid_{args.experiment}",
         "model": "deeplabv3_mobilenet_v2, output stride 16 in training",
         "head": {"atrous_rates": args.atrous_rates or "none (ASPP off)", "image_pooling": not args.no_image_pooling},
+        "class_weights": args.class_weights,
         "backbone": "random initialisation" if args.scratch
         else "ImageNet MobileNetV2 from mobilenet_v2_1.0_224_quant.tflite",
         "data": "CamVid (SegNet split): 367 train, evaluated on 233 test images at 360x480, 11 classes, void ignored",

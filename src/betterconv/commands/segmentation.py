@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -48,7 +49,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from ..data.segmentation import segmentation_dataset
     from ..data.transforms import eval_transform, train_transform
     from ..engine import Trainer, TrainConfig
-    from ..tasks.segmentation import evaluate_segmentation, recipe_for, segmentation_loss
+    from ..tasks.segmentation import evaluate_segmentation, median_frequency_weights, recipe_for, segmentation_loss
 
     recipe = recipe_for(args.model)
     overrides = {k: getattr(args, k) for k in ("optimizer", "lr", "momentum", "weight_decay", "schedule",
@@ -79,7 +80,13 @@ def cmd_train(args: argparse.Namespace) -> None:
                          extra={"task": "seg", "model": args.model, "model_kwargs": model.model_kwargs,
                                 "data": args.data, "class_names": list(train_set.class_names),
                                 "recipe": recipe.source})
-    trainer = Trainer(model, train_set, segmentation_loss, config, evaluate_fn=evaluate, best_metric="val_miou",
+    loss_fn = segmentation_loss
+    if args.class_weights == "median-frequency":
+        weights = median_frequency_weights(train_set, train_set.num_classes)
+        print("class weights (median frequency): " + ", ".join(
+            f"{name} {w:.2f}" for name, w in zip(train_set.class_names, weights.tolist())))
+        loss_fn = functools.partial(segmentation_loss, class_weights=weights)
+    trainer = Trainer(model, train_set, loss_fn, config, evaluate_fn=evaluate, best_metric="val_miou",
                       device=device)
     if args.resume and trainer.resume():
         print(f"resuming from {Path(args.output) / 'last.pt'} at epoch {trainer.start_epoch + 1}")
@@ -170,6 +177,8 @@ def add_parsers(train_sub, eval_sub, predict_sub) -> None:
         p.add_argument(f"--{name}", type=kind, help="override the recipe")
     p.add_argument("--optimizer", choices=("sgd", "rmsprop", "adamw"))
     p.add_argument("--schedule", choices=("poly", "cosine", "constant", "exponential"))
+    p.add_argument("--class-weights", choices=("none", "median-frequency"), default="none",
+                   help="weight the loss per class (median frequency balancing, as SegNet on CamVid)")
     p.add_argument("--eval-images", type=int, help="evaluate on the first N validation images only")
     add_run_arguments(p)
     p.add_argument("--freeze-bn", action="store_true", help="keep batch-norm statistics fixed")

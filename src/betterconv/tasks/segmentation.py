@@ -21,15 +21,34 @@ AUX_WEIGHT = 0.4  # torchvision's reference recipe for its auxiliary FCN head
 
 
 def segmentation_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], step: int = 0,
-                      ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
-    """Per-pixel cross-entropy averaged over labelled pixels (the normalised form of FCN's per-pixel sum)."""
+                      ignore_index: int = IGNORE_INDEX, class_weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-pixel cross-entropy averaged over labelled pixels (the normalised form of FCN's per-pixel sum),
+    optionally weighted per class."""
     images, masks = batch
     out = model(images)
+    weight = None if class_weights is None else class_weights.to(images.device)
     if isinstance(out, tuple):  # (logits, auxiliary logits)
         main, aux = out
-        return (F.cross_entropy(main, masks, ignore_index=ignore_index)
-                + AUX_WEIGHT * F.cross_entropy(aux, masks, ignore_index=ignore_index))
-    return F.cross_entropy(out, masks, ignore_index=ignore_index)
+        return (F.cross_entropy(main, masks, weight=weight, ignore_index=ignore_index)
+                + AUX_WEIGHT * F.cross_entropy(aux, masks, weight=weight, ignore_index=ignore_index))
+    return F.cross_entropy(out, masks, weight=weight, ignore_index=ignore_index)
+
+
+def median_frequency_weights(dataset, num_classes: int, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
+    """Median frequency balancing (Eigen & Fergus, ICCV 2015, as SegNet trains CamVid): weight_c = median_f / f_c,
+    where f_c = pixels of class c / pixels of the images that contain c. Classes never seen get weight 0."""
+    pixels = np.zeros(num_classes, np.int64)
+    image_pixels = np.zeros(num_classes, np.int64)
+    for i in tqdm(range(len(dataset)), desc="class frequencies", unit="img", leave=False):
+        _, mask = dataset.load(i)
+        labels = np.asarray(mask).ravel()
+        labels = labels[labels != ignore_index]
+        counts = np.bincount(labels, minlength=num_classes)[:num_classes]
+        pixels += counts
+        image_pixels[counts > 0] += labels.size
+    freq = np.where(image_pixels > 0, pixels / np.maximum(image_pixels, 1), 0.0)
+    median = np.median(freq[freq > 0]) if (freq > 0).any() else 1.0
+    return torch.tensor(np.where(freq > 0, median / np.maximum(freq, 1e-12), 0.0), dtype=torch.float32)
 
 
 @dataclass(frozen=True)
