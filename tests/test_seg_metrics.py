@@ -271,3 +271,25 @@ def test_boundary_matches_brute_force_loops():
         per_image = [s for s in per_image if s is not None]
         assert bf(pred, target, tol, num_classes=3)["boundary_f"] == pytest.approx(
             sum(per_image) / len(per_image), abs=1e-12)
+
+
+def test_median_frequency_weights_by_hand():
+    from betterconv.tasks.segmentation import median_frequency_weights
+
+    a = torch.zeros(4, 4, dtype=torch.long)
+    a[0] = 1  # 12 px of class 0, 4 px of class 1
+    b = torch.zeros(4, 4, dtype=torch.long)
+    b[3, :2] = 255  # 14 px of class 0, 2 ignored
+    masks = [a, b]
+
+    class Masks:  # what the function reads of a dataset: load(i) -> (image, mask)
+        def __len__(self):
+            return 2
+
+        def load(self, i):
+            return None, masks[i]
+
+    weights = median_frequency_weights(Masks(), num_classes=3)
+    f0, f1 = 26 / 30, 4 / 16  # class pixels / pixels of the images containing the class (ignored excluded)
+    median = (f0 + f1) / 2
+    torch.testing.assert_close(weights, torch.tensor([median / f0, median / f1, 0.0]))
