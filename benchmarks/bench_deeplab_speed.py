@@ -47,28 +47,12 @@ import torchvision
 from torch import nn
 
 import betterconv
+from betterconv.analysis.infer_bench import cpu_model, load_average
 from betterconv.interop.torchvision import map_torchvision_state_dict
 
 IMPLS = ("torchvision", "betterconv")
 FORMATS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
 NUM_CLASSES = 21
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def load_average() -> list[float] | None:
-    try:
-        return [round(v, 2) for v in os.getloadavg()]
-    except OSError:
-        return None
 
 
 def build_models(seed: int) -> dict[str, nn.Module]:
