@@ -15,6 +15,7 @@ SMALL = {
     "mobilenet_v2": {"width_mult": 0.35},
     "shufflenet_v1": {"scale": 0.5},
     "deeplabv3_mobilenet_v2": {"width_mult": 0.35},
+    **{f"fcn{s}s_mobilenet_v2": {"width_mult": 0.35} for s in (32, 16, 8)},
 }
 
 
@@ -107,6 +108,30 @@ def test_fcn_skips_start_at_zero_and_upsampling_is_bilinear():
     torch.testing.assert_close(up[..., 8:-8, 8:-8], ref[..., 8:-8, 8:-8], atol=1e-5, rtol=1e-5)
 
 
+def test_fcn_skips_come_from_feature_info():
+    assert create_model("fcn8s_vgg16", num_classes=3).skips == ("pool4", "pool3")
+    assert create_model("fcn16s_vgg16", num_classes=3).skips == ("pool4",)
+    m = create_model("fcn8s_mobilenet_v2", num_classes=3, width_mult=0.35).eval()
+    reductions = {info.name: info.reduction for info in m.backbone.feature_info}
+    assert [reductions[name] for name in m.skips] == [16, 8]
+    # each skip's scores have the size of the x2-upsampled coarser scores, at any input size
+    with torch.no_grad():
+        features = m.backbone.forward_features(torch.randn(1, 3, 96, 160))
+    assert [tuple(features[n].shape[-2:]) for n in m.skips] == [(6, 10), (12, 20)]
+
+
+def test_fcn_backbone_from_imagenet_classifier():
+    from betterconv.commands._common import backbone_from_classifier
+
+    classifier = create_model("mobilenet_v2", width_mult=0.35).eval()
+    m = create_model("fcn8s_mobilenet_v2", num_classes=3, width_mult=0.35).eval()
+    assert backbone_from_classifier(m, classifier, "test") == len(m.backbone.state_dict())
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        ours, theirs = m.backbone.forward_features(x), classifier.forward_features(x)
+    torch.testing.assert_close(ours[m.skips[-1]], theirs[m.skips[-1]], rtol=0, atol=0)
+
+
 def test_unknown_model_and_keyword_are_errors():
     with pytest.raises(BetterConvError, match="unknown model 'mobilenet_v3'"):
         create_model("mobilenet_v3")
@@ -120,3 +145,5 @@ def test_unknown_model_and_keyword_are_errors():
 
 def test_list_models_pattern():
     assert betterconv.list_models("fcn*vgg16") == ["fcn16s_vgg16", "fcn32s_vgg16", "fcn8s_vgg16"]
+    assert betterconv.list_models("fcn*mobilenet_v2") == ["fcn16s_mobilenet_v2", "fcn32s_mobilenet_v2",
+                                                          "fcn8s_mobilenet_v2"]

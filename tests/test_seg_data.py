@@ -57,6 +57,9 @@ def test_camvid_splits_shapes_and_void(shared_data):
     root = shared_data / "camvid"
     sizes = {split: len(segmentation_dataset(f"camvid:{root}", split)) for split in ("train", "val", "test")}
     assert sizes == {"train": 367, "val": 101, "test": 233}
+    joined = segmentation_dataset(f"camvid:{root}", "train+val")
+    val = segmentation_dataset(f"camvid:{root}", "val")
+    assert len(joined) == 468 and joined.files[367:] == val.files
     ds = CamVid(root, "train")
     assert ds.class_names == CAMVID_CLASSES and ds.num_classes == 11 and ds.ignore_index == IGNORE_INDEX == 255
     image, mask = ds[0]

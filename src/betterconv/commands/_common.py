@@ -11,7 +11,8 @@ from ..errors import BetterConvError
 BACKBONE_CLASSIFIER = {"yolov2": "darknet19", "deeplabv3_resnet50": "resnet50", "deeplabv3_resnet101": "resnet101",
                        "deeplabv3_mobilenet_v2": "mobilenet_v2", "fcn_resnet50": "resnet50",
                        "fcn_resnet101": "resnet101", "fcn32s_vgg16": "vgg16", "fcn16s_vgg16": "vgg16",
-                       "fcn8s_vgg16": "vgg16"}
+                       "fcn8s_vgg16": "vgg16", "fcn32s_mobilenet_v2": "mobilenet_v2",
+                       "fcn16s_mobilenet_v2": "mobilenet_v2", "fcn8s_mobilenet_v2": "mobilenet_v2"}
 # keywords a classifier's weights impose on the backbone (e.g. TensorFlow padding of TFLite weights)
 BACKBONE_KEYWORDS = ("padding", "round_nearest")
 

@@ -478,11 +478,21 @@ class FolderSegmentation(SegmentationDataset):
 def segmentation_dataset(spec: str, split: str, transform: Transform | None = None, skip_bad: bool = False,
                          **kwargs: Any) -> SegmentationDataset:
     """A dataset from `KIND:PATH`, KIND one of voc, sbd, camvid, coco (VOC's 21 classes), coco-all (background +
-    80), folder; e.g. `camvid:/data/CamVid`. Extra keyword arguments go to the dataset class."""
+    80), folder; e.g. `camvid:/data/CamVid`. Extra keyword arguments go to the dataset class.
+
+    `split` may join list-file splits with "+" ("train+val": CamVid's and VOC's usual final-training set)."""
     kind, sep, path = spec.partition(":")
     kind = kind.strip().lower()
     if not sep or kind not in KINDS or not path:
         raise BetterConvError(f"dataset must be KIND:PATH with KIND one of {', '.join(KINDS)}, got {spec!r}")
+    if "+" in split:
+        if kind.startswith("coco"):
+            raise BetterConvError(f"{spec}: COCO splits cannot be joined with '+', got {split!r}")
+        first, *rest = (segmentation_dataset(spec, part, transform, skip_bad, **kwargs) for part in split.split("+"))
+        for part in rest:  # same kind, root and classes: only the (image, label) pairs differ
+            first.files += part.files
+            first.skipped += part.skipped
+        return first
     if kind in ("coco", "coco-all"):
         kwargs.setdefault("categories", "all" if kind == "coco-all" else "voc")
         return COCOSegmentation(path, split, transform, skip_bad, **kwargs)

@@ -1,4 +1,5 @@
-"""Fully Convolutional Networks (Long, Shelhamer & Darrell, CVPR 2015) on VGG16.
+"""Fully Convolutional Networks (Long, Shelhamer & Darrell, CVPR 2015), on VGG16 as in the paper or on any
+backbone that publishes `feature_info`.
 
     VGG16 conv1-conv5 -> fc6 conv7x7 4096 -> fc7 conv1x1 4096 -> score_fr conv1x1 C        (stride 32)
     FCN-32s: upsample x32 (fixed bilinear)
@@ -9,6 +10,10 @@ As in §4.2 and §4.3 of the paper: the skip scores start at zero, the intermedi
 bilinear start, and the final upsampling is fixed bilinear interpolation. Instead of the reference's 100-pixel
 padding and crops, inputs are zero-padded at the bottom/right to a multiple of 32, so every stride aligns
 exactly, and the output is cropped back: any input size gives an output of the same size.
+
+The skips are the last stages at reduction 16 and 8 of the backbone's `feature_info` (pool4 and pool3 on VGG16).
+`fcn*_mobilenet_v2` put the same skip architecture on MobileNetV2 (no fc6/fc7: score_fr reads the 320-channel
+last stage), so that 32s/16s/8s can be compared with an ImageNet backbone at a fraction of VGG16's cost.
 
 `fcn_resnet50/101` are torchvision's FCN variant: a ResNet at output stride 8 with a 3x3 `FCNHead` and
 bilinear upsampling, optionally with an auxiliary head on layer3.
@@ -23,28 +28,43 @@ from ..errors import BetterConvError
 from ..layers import BilinearUpsample, ConvNormAct
 from ._registry import register_model
 from ._segmentation import FCNHead, SegmentationModel
+from .mobilenet_v2 import MobileNetV2
 from .resnet import ResNet
 from .vgg import VGG16_STAGES, VGG
 
-SKIPS = {32: (), 16: ("pool4",), 8: ("pool4", "pool3")}
+SKIP_REDUCTIONS = {32: (), 16: (16,), 8: (16, 8)}  # FCN-32s/16s/8s: the reductions their skips come from
 
 
 class FCN(nn.Module):
-    def __init__(self, stride: int = 8, num_classes: int = 21, dropout: float = 0.5) -> None:
+    """`fc_channels` adds the paper's fc6 (7x7) and fc7 (1x1) convolutions with that width before score_fr;
+    `None` scores the backbone's last stage directly."""
+
+    def __init__(self, backbone: nn.Module, stride: int = 8, num_classes: int = 21, fc_channels: int | None = 4096,
+                 dropout: float = 0.5) -> None:
         super().__init__()
-        if stride not in SKIPS:
+        if stride not in SKIP_REDUCTIONS:
             raise BetterConvError(f"FCN stride must be 32, 16 or 8, got {stride}")
-        self.backbone = VGG(VGG16_STAGES, num_classes=None)
-        channels = {info.name: info.channels for info in self.backbone.feature_info}
-        self.fc6 = ConvNormAct(self.backbone.num_features, 4096, 7, norm_layer=None)
-        self.fc7 = ConvNormAct(4096, 4096, 1, norm_layer=None)
+        self.backbone = backbone
+        last = backbone.feature_info[-1]
+        if last.reduction != 32:
+            raise BetterConvError(f"FCN needs a backbone at reduction 32, got {last.reduction}")
+        self.last_name = last.name
+        channels = backbone.num_features
+        if fc_channels:
+            self.fc6 = ConvNormAct(channels, fc_channels, 7, norm_layer=None)
+            self.fc7 = ConvNormAct(fc_channels, fc_channels, 1, norm_layer=None)
+            channels = fc_channels
+        else:
+            self.fc6 = self.fc7 = None
         self.dropout = nn.Dropout(dropout)
-        self.score_fr = nn.Conv2d(4096, num_classes, 1)
-        self.skips = SKIPS[stride]
+        self.score_fr = nn.Conv2d(channels, num_classes, 1)
+        # the deepest stage at each skip's reduction (VGG16: pool4 at 16, pool3 at 8)
+        stage_at = {info.reduction: info for info in backbone.feature_info}
+        self.skips = tuple(stage_at[r].name for r in SKIP_REDUCTIONS[stride])
         self.score_skips = nn.ModuleDict()
         self.upsample_skips = nn.ModuleDict()
-        for name in self.skips:
-            score = nn.Conv2d(channels[name], num_classes, 1)
+        for reduction, name in zip(SKIP_REDUCTIONS[stride], self.skips):
+            score = nn.Conv2d(stage_at[reduction].channels, num_classes, 1)
             nn.init.zeros_(score.weight)
             nn.init.zeros_(score.bias)
             self.score_skips[name] = score
@@ -57,26 +77,52 @@ class FCN(nn.Module):
         h, w = x.shape[-2:]
         x = F.pad(x, (0, -w % 32, 0, -h % 32))  # bottom/right to a multiple of 32
         features = self.backbone.forward_features(x)
-        y = self.dropout(self.fc7(self.dropout(self.fc6(features["pool5"]))))
+        y = features[self.last_name]  # (B, C', H/32, W/32)
+        if self.fc6 is not None:
+            y = self.dropout(self.fc7(self.dropout(self.fc6(y))))
         y = self.score_fr(y)  # (B, C, H/32, W/32)
         for name in self.skips:
             y = self.upsample_skips[name](y) + self.score_skips[name](features[name])  # (B, C, H/16 or H/8, ...)
         return self.upsample(y)[..., :h, :w]  # (B, C, H, W)
 
 
+def _fcn_vgg16(stride: int, num_classes: int, dropout: float) -> FCN:
+    return FCN(VGG(VGG16_STAGES, num_classes=None), stride, num_classes, fc_channels=4096, dropout=dropout)
+
+
+def _fcn_mobilenet_v2(stride: int, num_classes: int, width_mult: float, padding: str | None) -> FCN:
+    backbone = MobileNetV2(num_classes=None, width_mult=width_mult, padding=padding)
+    return FCN(backbone, stride, num_classes, fc_channels=None, dropout=0.0)
+
+
 @register_model()
 def fcn32s_vgg16(*, num_classes: int = 21, dropout: float = 0.5) -> FCN:
-    return FCN(32, num_classes=num_classes, dropout=dropout)
+    return _fcn_vgg16(32, num_classes, dropout)
 
 
 @register_model()
 def fcn16s_vgg16(*, num_classes: int = 21, dropout: float = 0.5) -> FCN:
-    return FCN(16, num_classes=num_classes, dropout=dropout)
+    return _fcn_vgg16(16, num_classes, dropout)
 
 
 @register_model()
 def fcn8s_vgg16(*, num_classes: int = 21, dropout: float = 0.5) -> FCN:
-    return FCN(8, num_classes=num_classes, dropout=dropout)
+    return _fcn_vgg16(8, num_classes, dropout)
+
+
+@register_model()
+def fcn32s_mobilenet_v2(*, num_classes: int = 21, width_mult: float = 1.0, padding: str | None = None) -> FCN:
+    return _fcn_mobilenet_v2(32, num_classes, width_mult, padding)
+
+
+@register_model()
+def fcn16s_mobilenet_v2(*, num_classes: int = 21, width_mult: float = 1.0, padding: str | None = None) -> FCN:
+    return _fcn_mobilenet_v2(16, num_classes, width_mult, padding)
+
+
+@register_model()
+def fcn8s_mobilenet_v2(*, num_classes: int = 21, width_mult: float = 1.0, padding: str | None = None) -> FCN:
+    return _fcn_mobilenet_v2(8, num_classes, width_mult, padding)
 
 
 def _fcn_resnet(layers: tuple[int, ...], num_classes: int, output_stride: int, aux_head: bool) -> SegmentationModel:
