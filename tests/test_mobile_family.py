@@ -28,6 +28,14 @@ def test_mobilenet_v1_exact_size():
     assert count_macs(model) / 1e6 == pytest.approx(569, rel=0.005)  # paper Table 1: 569M
 
 
+def test_conv_mobilenet_plain_baseline():
+    # MobileNetV1 Table 4: "Conv MobileNet" (full 3x3 convolutions instead of depthwise separable): 29.3M, 4866M
+    model = mobilenet_v1(separable=False)
+    assert round(count_params(model) / 1e6, 1) == 29.3
+    assert count_macs(model) / 1e6 == pytest.approx(4866, rel=0.005)
+    assert len(model.blocks) == len(mobilenet_v1().blocks)  # the same depth in blocks
+
+
 # MobileNetV1 Table 6: width multiplier -> (million multiply-adds, million parameters)
 @pytest.mark.parametrize("width, macs, params", [(0.75, 325, 2.6), (0.5, 149, 1.3), (0.25, 41, 0.5)])
 def test_mobilenet_v1_width_multiplier(width, macs, params):

@@ -19,6 +19,9 @@ At 224x224 with 1000 classes this is 4.23M parameters and 569M multiply-adds.
 The width multiplier α (`width_mult`, §4.2) scales every layer's channels, rounded to the nearest multiple of 8
 and never more than 10% down (`make_divisible`). For the published α = 1, 0.75, 0.5, 0.25 every width is
 already a multiple of 8, so the network is exactly the one of TF-slim and Keras (`int(c * α)`).
+
+`separable=False` is the paper's "Conv MobileNet" baseline (Table 4): every depthwise separable pair replaced by
+one full 3x3 convolution, the same depth in blocks and widths: 29.3M parameters and 4866M multiply-adds.
 """
 from __future__ import annotations
 
@@ -58,6 +61,7 @@ class MobileNetV1(nn.Module):
         width_mult: float = 1.0,
         output_stride: int = 32,
         dropout: float = 0.001,
+        separable: bool = True,
     ) -> None:
         super().__init__()
         if not 0.1 <= width_mult <= 4:
@@ -72,7 +76,10 @@ class MobileNetV1(nn.Module):
         for (c, _), (stride, dilation_before, _) in zip(layers, plan[1:]):
             out_channels = make_divisible(c * width_mult)
             # a single layer per step: the (formerly strided) depthwise conv keeps the dilation before it
-            blocks.append(DepthwiseSeparableConv(in_channels, out_channels, 3, stride, dilation_before))
+            if separable:
+                blocks.append(DepthwiseSeparableConv(in_channels, out_channels, 3, stride, dilation_before))
+            else:
+                blocks.append(ConvNormAct(in_channels, out_channels, 3, stride, dilation=dilation_before))
             in_channels, reduction = out_channels, reduction * stride
             reductions.append(reduction)
         self.blocks = nn.Sequential(*blocks)
@@ -98,7 +105,8 @@ class MobileNetV1(nn.Module):
 
 @register_model()
 def mobilenet_v1(*, num_classes: int | None = 1000, width_mult: float = 1.0, output_stride: int = 32,
-                 dropout: float = 0.001) -> MobileNetV1:
-    """`dropout` 0.001 is the reference's (TF-slim `dropout_keep_prob=0.999`, Keras `dropout=1e-3`)."""
+                 dropout: float = 0.001, separable: bool = True) -> MobileNetV1:
+    """`dropout` 0.001 is the reference's (TF-slim `dropout_keep_prob=0.999`, Keras `dropout=1e-3`).
+    `separable=False` gives the plain-convolution "Conv MobileNet" of the paper's Table 4."""
     return MobileNetV1(num_classes=num_classes, width_mult=width_mult, output_stride=output_stride,
-                       dropout=dropout)
+                       dropout=dropout, separable=separable)
