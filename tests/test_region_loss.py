@@ -356,3 +356,15 @@ def test_to_coco_results():
         to_coco_results(dets, [1, 2], {0: 5})
     with pytest.raises(BetterConvError, match="image ids"):
         to_coco_results(dets, [1], [1, 2, 18])
+
+
+def test_postprocess_pre_nms_top_k():
+    # YOLOv2's 845 x 20 candidates from a random head: nearly all pass conf 0.005
+    raw = torch.randn(1, 5 * 25, 13, 13, generator=torch.Generator().manual_seed(0))
+    anchors = [(1.3, 1.7), (3.2, 4.0), (5.1, 8.1), (9.5, 4.8), (11.2, 10.0)]
+    (every,) = postprocess(raw, anchors, 20, 416, pre_nms_top_k=None)
+    (top,) = postprocess(raw, anchors, 20, 416)  # 3000 best candidates
+    for k in ("boxes", "scores", "labels"):  # the 300 kept come from the best candidates
+        torch.testing.assert_close(top[k], every[k])
+    (few,) = postprocess(raw, anchors, 20, 416, pre_nms_top_k=10)
+    assert len(few["scores"]) <= 10 and float(few["scores"][0]) == float(every["scores"][0])

@@ -36,12 +36,15 @@ def postprocess(raw: torch.Tensor | Sequence[torch.Tensor],
                 anchors: torch.Tensor | Sequence[Sequence[float]] | Sequence[torch.Tensor], num_classes: int,
                 input_size: int | tuple[int, int], conf_thresh: float = 0.005, nms_iou: float = 0.45,
                 max_det: int = 300, *, image_sizes: Sequence[tuple[int, int]] | None = None,
-                clip: bool = True) -> list[dict[str, torch.Tensor]]:
+                clip: bool = True, pre_nms_top_k: int | None = 3000) -> list[dict[str, torch.Tensor]]:
     """Detections per image from `raw` ``(B, A * (5 + num_classes), H, W)``, or from several prediction scales
     (a sequence of such outputs, with one anchor set each, as `model.head_anchors()` gives them).
 
     One candidate per (box, class) with score = objectness * softmax class probability > `conf_thresh`; class-aware
-    NMS at IoU `nms_iou`; the `max_det` best kept. Boxes are x1, y1, x2, y2 in pixels of `input_size` ((height,
+    NMS at IoU `nms_iou`; the `max_det` best kept. Only the `pre_nms_top_k` best candidates enter NMS (as
+    torchvision's detectors do: at the mAP threshold of 0.005 an untrained or uncertain network passes nearly every
+    one of YOLOv2's 845 x C candidates, and NMS, quadratic in the worst case, would cost more than the forward
+    pass); `None` keeps every candidate. Boxes are x1, y1, x2, y2 in pixels of `input_size` ((height,
     width) of the network input), or of ``image_sizes[b]`` when given (the original images, resized without
     letterboxing to the input, as darknet's YOLOv2 did). Returns per image a dict with ``boxes`` (D, 4), ``scores``
     (D,) and ``labels`` (D,) int64, sorted by decreasing score."""
@@ -63,6 +66,9 @@ def postprocess(raw: torch.Tensor | Sequence[torch.Tensor],
             scores = all_scores[b]  # (N, C)
             box_i, labels = (scores > conf_thresh).nonzero(as_tuple=True)  # (K,), (K,)
             boxes, scores = all_boxes[b][box_i], scores[box_i, labels]  # (K, 4), (K,)
+            if pre_nms_top_k is not None and len(scores) > pre_nms_top_k:
+                top = scores.topk(pre_nms_top_k).indices
+                boxes, scores, labels = boxes[top], scores[top], labels[top]
             keep = batched_nms(boxes.float(), scores.float(), labels, nms_iou)[:max_det]  # by decreasing score
             boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
             img_h, img_w = in_h, in_w

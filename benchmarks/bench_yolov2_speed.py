@@ -1,0 +1,197 @@
+"""Issue 5, speed: YOLOv2 (VOC, 416x416) inference on this CPU with the same darknet weights in betterconv,
+OpenCV's DNN module (opencv-python-headless < 5, which reads darknet cfgs) and darknet itself (Debian's
+`libdarknet.so`, called in-process through ctypes: `load_network` + `network_predict`, forward only), plus the
+share of betterconv's decode + class-aware NMS (`tasks.detection.postprocess`) in the forward time.
+
+The weights are a darknet `.weights` file written by `save_darknet_weights` from a seeded YOLOv2 whose batch-norm
+statistics are calibrated (no released VOC weights are in reach offline; speed does not depend on the values).
+All engines load that one file with `../shared/data/darknet/yolov2-voc.cfg`; their outputs are compared on one
+real image (coco128) before timing, so the figures are for the same network. Rounds are interleaved (each round
+runs every engine once, order rotated) and medians reported. Threads: `--threads` for PyTorch, onnxruntime,
+OpenCV and darknet's OpenMP alike.
+
+    pip install "opencv-python-headless<5"; apt-get install darknet
+    python benchmarks/bench_yolov2_speed.py --threads 2 --rounds 10
+
+Writes benchmarks/results/bench_yolov2_speed.json (figures, machine, versions, command, date).
+"""
+from __future__ import annotations
+
+import argparse
+import ctypes
+import datetime
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+CFG = DATA / "darknet" / "yolov2-voc.cfg"
+IMAGE = DATA / "coco128" / "images" / "train2017" / "000000000009.jpg"
+LIBDARKNET = Path("/usr/lib/darknet/libdarknet.so")
+SIZE = 416
+
+
+def darknet_network(cfg: Path, weights: Path):
+    """libdarknet's network for `cfg` + `weights`, and a callable running one forward pass on a (3, H, W) float32
+    array (darknet's planar RGB in [0, 1]) that returns the region layer's output as a numpy array."""
+    import numpy as np
+
+    lib = ctypes.CDLL(str(LIBDARKNET))
+    lib.load_network.restype = ctypes.c_void_p
+    lib.load_network.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_int]
+    lib.network_predict.restype = ctypes.POINTER(ctypes.c_float)
+    lib.network_predict.argtypes = [ctypes.c_void_p, ctypes.POINTER(ctypes.c_float)]
+    lib.set_batch_network.argtypes = [ctypes.c_void_p, ctypes.c_int]
+    net = lib.load_network(str(cfg).encode(), str(weights).encode(), 0)
+    lib.set_batch_network(net, 1)
+
+    def predict(x: np.ndarray, outputs: int):
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        out = lib.network_predict(net, x.ctypes.data_as(ctypes.POINTER(ctypes.c_float)))
+        return np.ctypeslib.as_array(out, shape=(outputs,)).copy()
+
+    return predict
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+    for path, what in ((CFG, "darknet cfg"), (IMAGE, "coco128 image"), (LIBDARKNET, "libdarknet (apt-get install "
+                                                                                    "darknet)")):
+        if not path.exists():
+            sys.exit(f"{what} not found: {path}")
+    try:
+        import cv2
+    except ImportError:
+        sys.exit('OpenCV not installed: pip install "opencv-python-headless<5"')
+    os.environ["OMP_NUM_THREADS"] = str(args.threads)  # darknet's OpenMP, read when libgomp starts
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from betterconv._io import write_atomic
+    from betterconv.analysis.infer_bench import (_ort_call, _ort_session, _Timed, _torch_call, calibrate_batch_norm,
+                                                 machine_info, versions)
+    from betterconv.deploy.export import export_onnx
+    from betterconv.deploy.fuse import fuse_batch_norm
+    from betterconv.interop.darknet import load_darknet_weights, save_darknet_weights
+    from betterconv.models import create_model
+    from betterconv.tasks.detection import postprocess
+
+    torch.set_num_threads(args.threads)
+    cv2.setNumThreads(args.threads)
+    torch.manual_seed(args.seed)
+    work = Path(tempfile.mkdtemp(prefix="yolov2_speed_"))
+    weights = work / "yolov2-voc.weights"
+    save_darknet_weights(calibrate_batch_norm(create_model("yolov2"), (SIZE, SIZE), args.seed), weights)
+
+    model = create_model("yolov2").eval()
+    load_darknet_weights(model, weights)
+    fused = fuse_batch_norm(model).to(memory_format=torch.channels_last)  # a copy
+    onnx_path = work / "yolov2.onnx"
+    export_onnx(model, onnx_path, (3, SIZE, SIZE), dynamic_batch=False)
+    session = _ort_session(onnx_path, args.threads)
+    net = cv2.dnn.readNetFromDarknet(str(CFG), str(weights))
+    net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
+    net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
+    darknet = darknet_network(CFG, weights)
+
+    # one real image, resized to 416x416 without letterboxing (darknet's YOLOv2 test path), RGB in [0, 1]
+    image = np.asarray(Image.open(IMAGE).convert("RGB").resize((SIZE, SIZE), Image.BILINEAR), np.float32) / 255
+    x = torch.from_numpy(image).permute(2, 0, 1)[None].contiguous()  # (1, 3, 416, 416)
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+    blob = x.numpy()  # OpenCV takes the same NCHW blob
+
+    # --- the same network in every engine: compare the region layer's decoded values
+    a, c = model.num_anchors, model.num_classes
+    with torch.inference_mode():
+        raw = model(x)  # (1, A*(5+C), 13, 13)
+    t = raw[0].view(a, 5 + c, 13, 13)  # darknet's layout: per anchor, per entry, a 13x13 plane
+    ours = torch.cat([t[:, :2].sigmoid(), t[:, 2:4], t[:, 4:5].sigmoid(), t[:, 5:].softmax(1)], 1)
+    dk = torch.from_numpy(darknet(x[0].numpy(), raw.numel())).view(a, 5 + c, 13, 13)
+    cv_out = torch.from_numpy(_opencv_forward(net, blob))  # (13*13*A, 5+C)
+    grid_y, grid_x = torch.meshgrid(torch.arange(13.0), torch.arange(13.0), indexing="ij")
+    anchors = torch.as_tensor(model.anchors, dtype=torch.float32)  # (A, 2) in grid cells
+    ours_cv = torch.stack([(grid_x + ours[:, 0]) / 13, (grid_y + ours[:, 1]) / 13,
+                           t[:, 2].exp() * anchors[:, 0, None, None] / 13,
+                           t[:, 3].exp() * anchors[:, 1, None, None] / 13,
+                           ours[:, 4]], 1)  # (A, 5, 13, 13): x, y, w, h relative to the image, objectness
+    ours_cv = ours_cv.permute(2, 3, 0, 1).reshape(-1, 5)  # OpenCV's rows: (y, x, anchor)
+    agreement = {"darknet_max_rel_diff": float(((dk - ours).abs() / ours.abs().clamp(min=1)).max()),
+                 # OpenCV's rows: x, y, w, h (relative to the image), objectness, then thresholded class scores
+                 "opencv_max_rel_diff_xywh_objectness": float(((cv_out[:, :5] - ours_cv).abs()
+                                                               / ours_cv.abs().clamp(min=1)).max()),
+                 "onnxruntime_max_abs_diff_raw": float(np.abs(session.run(None, {session.get_inputs()[0].name: blob})[0]
+                                                              - raw.numpy()).max())}
+    print("agreement with betterconv:", json.dumps(agreement))
+
+    engines = [
+        _Timed("betterconv eager fp32", _torch_call(model, x)),
+        _Timed("betterconv fused + channels-last", _torch_call(fused, x_cl)),
+        _Timed("betterconv onnxruntime fp32", _ort_call(session, blob)),
+        _Timed("opencv dnn", lambda: _opencv_forward(net, blob)),
+        _Timed("darknet (libdarknet)", lambda: darknet(x[0].numpy(), raw.numel())),
+    ]
+    heads = {thresh: _Timed(f"decode + NMS (conf {thresh})",
+                            lambda thresh=thresh: postprocess(raw, model.anchors, c, SIZE, conf_thresh=thresh))
+             for thresh in (0.005, 0.25)}
+    for e in engines + list(heads.values()):  # warm-up
+        e.call()
+    for r in range(args.rounds):
+        for e in engines[r % len(engines):] + engines[:r % len(engines)]:
+            e.timed()
+        for h in heads.values():
+            h.timed()
+        print(f"round {r + 1}/{args.rounds}: " + ", ".join(f"{e.variant} {e.wall[-1]:.0f} ms" for e in engines))
+    median = {e.variant: statistics.median(e.wall) for e in engines + list(heads.values())}
+    ours_best = min(("betterconv eager fp32", "betterconv fused + channels-last", "betterconv onnxruntime fp32"),
+                    key=median.get)
+    eager = median["betterconv eager fp32"]
+    with torch.inference_mode():
+        candidates = {thresh: sum(int((d["scores"] > 0).sum()) for d in postprocess(raw, model.anchors, c, SIZE,
+                                                                                    conf_thresh=thresh))
+                      for thresh in heads}
+    summary = {
+        "fastest_betterconv": ours_best,
+        "speedup_vs_opencv": median["opencv dnn"] / median[ours_best],
+        "speedup_vs_darknet": median["darknet (libdarknet)"] / median[ours_best],
+        "eager_speedup_vs_opencv": median["opencv dnn"] / eager,
+        "eager_speedup_vs_darknet": median["darknet (libdarknet)"] / eager,
+        "decode_nms_share_of_eager_forward": {str(t): median[h.variant] / eager for t, h in heads.items()},
+        "decode_nms_share_of_fastest_forward": {str(t): median[h.variant] / median[ours_best]
+                                                for t, h in heads.items()},
+        "detections_kept": {str(t): n for t, n in candidates.items()},
+    }
+    print(json.dumps(summary, indent=2))
+    report = {
+        "benchmark": "bench_yolov2_speed", "model": "yolov2 (yolov2-voc.cfg, 20 classes), 416x416, batch 1",
+        "weights": "seeded YOLOv2 with calibrated batch norm, written as a darknet .weights file; the same file "
+                   "loaded by every engine",
+        "command": "python benchmarks/bench_yolov2_speed.py " + " ".join(sys.argv[1:]),
+        "date": datetime.date.today().isoformat(), "machine": machine_info(args.threads),
+        "versions": {**versions(), "opencv": cv2.__version__, "darknet": "Debian package libdarknet.so"},
+        "rounds": args.rounds, "agreement": agreement,
+        "median_ms": {k: round(v, 2) for k, v in median.items()},
+        "min_ms": {e.variant: round(min(e.wall), 2) for e in engines + list(heads.values())},
+        "summary": summary,
+    }
+    out = ROOT / "benchmarks" / "results" / "bench_yolov2_speed.json"
+    write_atomic(out, json.dumps(report, indent=2).encode())
+    print(f"wrote {out}")
+
+
+def _opencv_forward(net, blob):
+    net.setInput(blob)
+    return net.forward()
+
+
+if __name__ == "__main__":
+    main()
