@@ -201,6 +201,15 @@ def test_yolov2_tiny_and_custom_anchors() -> None:
     assert torch.equal(tiny.anchors, torch.tensor([[1.0, 2.0], [3.0, 4.0]]))
 
 
+def test_yolov2_tiny_width_multiplier() -> None:
+    widths = lambda m: [c.out_channels for c in m.modules() if isinstance(c, torch.nn.Conv2d)][:-1]  # noqa: E731
+    full, half = yolov2_tiny(num_classes=80), yolov2_tiny(num_classes=80, width_mult=0.5)
+    assert widths(half) == [w // 2 for w in widths(full)]  # 16, 32, ..., 512, 1024 -> 8, 16, ..., 256, 512
+    assert half.pred.in_channels == 512 and half.pred.out_channels == full.pred.out_channels == 5 * 85
+    with pytest.raises(BetterConvError, match="width_mult"):
+        yolov2_tiny(width_mult=0.0)
+
+
 def test_bad_inputs(yolo) -> None:
     with pytest.raises(BetterConvError, match=r"^yolov2 needs height and width divisible by 32, got 100x100$"):
         yolo(torch.randn(1, 3, 100, 100))

@@ -36,7 +36,7 @@ from torch import nn
 
 from ..errors import BetterConvError
 from ..layers import Reorg
-from ._features import FeatureInfo
+from ._features import FeatureInfo, make_divisible
 from ._registry import register_model
 from .darknet import Darknet, Darknet19, DarknetMaxPool, darknet_conv, init_darknet_weights
 
@@ -138,12 +138,17 @@ class YOLOv2(_YOLOv2Base):
 class TinyYOLOv2(_YOLOv2Base):
     name = "yolov2_tiny"
 
-    def __init__(self, num_classes: int = 20, anchors: Sequence[tuple[float, float]] = TINY_VOC_ANCHORS) -> None:
+    def __init__(self, num_classes: int = 20, anchors: Sequence[tuple[float, float]] = TINY_VOC_ANCHORS,
+                 width_mult: float = 1.0) -> None:
         super().__init__(num_classes, anchors)
-        self.backbone = Darknet(TINY_STAGES, stem_channels=16, num_classes=None)
-        self.head = nn.Sequential(DarknetMaxPool(2, 1), darknet_conv(self.backbone.num_features, 1024, 3),
-                                  darknet_conv(1024, 1024, 3))
-        self.pred = nn.Conv2d(1024, self.out_channels, 1)
+        if not 0.1 <= width_mult <= 4:
+            raise BetterConvError(f"yolov2_tiny width_mult must be between 0.1 and 4, got {width_mult}")
+        stages = [[(make_divisible(c * width_mult), k) for c, k in stage] for stage in TINY_STAGES]
+        self.backbone = Darknet(stages, stem_channels=make_divisible(16 * width_mult), num_classes=None)
+        head_channels = make_divisible(1024 * width_mult)
+        self.head = nn.Sequential(DarknetMaxPool(2, 1), darknet_conv(self.backbone.num_features, head_channels, 3),
+                                  darknet_conv(head_channels, head_channels, 3))
+        self.pred = nn.Conv2d(head_channels, self.out_channels, 1)
         for m in (self.head, self.pred):
             init_darknet_weights(m)
 
@@ -162,5 +167,8 @@ def yolov2(*, num_classes: int = 20, anchors: Sequence[tuple[float, float]] | No
 
 
 @register_model()
-def yolov2_tiny(*, num_classes: int = 20, anchors: Sequence[tuple[float, float]] | None = None) -> TinyYOLOv2:
-    return TinyYOLOv2(num_classes=num_classes, anchors=TINY_VOC_ANCHORS if anchors is None else anchors)
+def yolov2_tiny(*, num_classes: int = 20, anchors: Sequence[tuple[float, float]] | None = None,
+                width_mult: float = 1.0) -> TinyYOLOv2:
+    """`width_mult` scales every layer's channels (rounded to multiples of 8); 1.0 is yolov2-tiny-voc.cfg."""
+    return TinyYOLOv2(num_classes=num_classes, anchors=TINY_VOC_ANCHORS if anchors is None else anchors,
+                      width_mult=width_mult)
