@@ -56,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--calib", type=Path, default=here.parent.parent / "shared" / "data" / "coral" / "images",
                    help="folder holding the calibration images (random images when absent)")
     p.add_argument("--output", type=Path, default=here / "results" / "bench_infer.json")
+    p.add_argument("--plot", type=Path, default=here.parent / "docs" / "bench_infer.png",
+                   help="bar chart of the batch-1 latencies (default docs/bench_infer.png)")
     args = p.parse_args(argv)
 
     start = time.perf_counter()
@@ -102,7 +104,39 @@ def main(argv: list[str] | None = None) -> int:
                                              "torchvision's and betterconv's models share them"})
     write_atomic(args.output, (json.dumps(data, indent=2) + "\n").encode())
     print(f"\nwrote {args.output} ({elapsed:.0f} s)")
+    if args.plot:
+        plot(data, args.plot)
+        print(f"wrote {args.plot}")
     return 0
+
+
+def plot(data: dict, path: Path) -> None:
+    """Batch-1 median latency per deployment path, one panel per model, at the first thread count measured."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    threads = data["settings"]["threads"][0]
+    results = [r for r in data["results"] if r["threads"] == threads]
+    fig, axes = plt.subplots(1, len(results), figsize=(4.2 * len(results), 3.8), squeeze=False)
+    for ax, r in zip(axes[0], results):
+        rows = [row for row in r["rows"] if row["batch"] == 1]
+        labels = [row["label"].replace(" fp32", "").replace("betterconv ", "") for row in rows]
+        bars = ax.barh(labels, [row["median_ms"] for row in rows],
+                       color=["C7" if row["variant"].startswith("torchvision") else "C0" for row in rows])
+        ax.bar_label(bars, fmt="%.1f", fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlabel("batch-1 median latency (ms)")
+        ax.set_title(f"{r['model']} {r['input_size'][0]}x{r['input_size'][1]}", fontsize=10)
+    fig.suptitle(f"betterconv deployment paths vs torchvision eager (grey), {threads} thread(s), "
+                 f"{data['machine']['cpu']}", fontsize=9)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    write_atomic(path, buf.getvalue())
 
 
 if __name__ == "__main__":
