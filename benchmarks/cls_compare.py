@@ -82,8 +82,8 @@ def int8_check(model: torch.nn.Module, train_set, test_set, size: int, work: Pat
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--datasets", default="fashion-mnist,cifar10")
-    p.add_argument("--epochs-fashion-mnist", type=int, default=2)
-    p.add_argument("--epochs-cifar10", type=int, default=10)
+    p.add_argument("--epochs-fashion-mnist", type=int, default=1)
+    p.add_argument("--epochs-cifar10", type=int, default=6)
     p.add_argument("--input-size", type=int, default=32, help="training and test size (28x28 images are resized)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=0.05)
