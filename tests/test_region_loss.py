@@ -9,6 +9,7 @@ import torch
 
 from betterconv.errors import BetterConvError
 from betterconv.tasks.detection import postprocess, to_coco_results
+from betterconv.tasks.region import decode_region
 from betterconv.tasks.region_loss import RegionLoss
 
 
@@ -368,3 +369,38 @@ def test_postprocess_pre_nms_top_k():
         torch.testing.assert_close(top[k], every[k])
     (few,) = postprocess(raw, anchors, 20, 416, pre_nms_top_k=10)
     assert len(few["scores"]) <= 10 and float(few["scores"][0]) == float(every["scores"][0])
+
+
+def test_anchor_offset_location_decodes_and_trains_exactly():
+    # the ladder's "anchor boxes without priors": centre = cell + 0.5 + t * anchor size, unconstrained
+    a, c, h, w = 2, 3, 4, 4  # 128x128 input: cells of 32 pixels
+    anchors = [(1.0, 1.0), (2.0, 3.0)]
+    box = [40.0, 10.0, 40.0 + 1.7 * 32, 10.0 + 2.9 * 32]  # centre (67.2, 56.4): cell (2, 1), offset (.1, .7625)
+    tx, ty = (67.2 / 32 - 2 - 0.5) / 2.0, (56.4 / 32 - 1 - 0.5) / 3.0  # anchor 1 is 2x3 cells
+    raw = _raw(a, c, h, w)
+    _set(raw, 1, 1, 2, tx=tx, ty=ty, tw=math.log(1.7 / 2), th=math.log(2.9 / 3), obj=30.0, cls=[-60.0, -60.0, 60.0])
+    raw = raw.reshape(1, -1, h, w)
+    loss, parts = RegionLoss(anchors, c, location="offset")(raw, [_target([box], [2])], 128, images_seen=10 ** 6)
+    assert float(parts["coord"]) < 1e-25 and float(parts["avg_iou"]) == pytest.approx(1.0, abs=1e-12)
+    decoded = decode_region(raw, anchors, c, 128, location="offset")
+    n = (1 * w + 2) * a + 1  # cell (2, 1), anchor 1
+    torch.testing.assert_close(decoded.boxes[0, n], torch.tensor(box, dtype=raw.dtype))
+    # the same raw output read as YOLOv2's sigmoid location is another box, and the loss sees it
+    _, sigmoid_parts = RegionLoss(anchors, c)(raw, [_target([box], [2])], 128, images_seen=10 ** 6)
+    assert float(sigmoid_parts["coord"]) > 1e-3
+    # prior: raw t pulled to 0 (the anchor centred in its cell)
+    empty = {"boxes": torch.zeros(0, 4, dtype=torch.float64), "labels": torch.zeros(0, dtype=torch.long)}
+    _, early = RegionLoss(anchors, c, location="offset")(_raw(a, c, h, w).reshape(1, -1, h, w), [empty], 128, 0)
+    assert float(early["prior"]) == 0.0
+    with pytest.raises(BetterConvError, match="location"):
+        RegionLoss(anchors, c, location="center")
+
+
+def test_yolov2_without_passthrough():
+    from betterconv.models.yolov2 import yolov2
+
+    plain, full = yolov2(passthrough=False), yolov2()
+    assert plain.passthrough is None and plain.fuse.conv.in_channels == 1024 and full.fuse.conv.in_channels == 1280
+    with torch.no_grad():
+        assert plain.eval()(torch.randn(1, 3, 64, 96)).shape == (1, 125, 2, 3)
+    assert yolov2(location="offset").location == "offset"

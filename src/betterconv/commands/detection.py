@@ -85,7 +85,8 @@ class DetectionLoss:
         from ..tasks.multiscale import MultiScale
         from ..tasks.region_loss import RegionLoss
 
-        self.heads = [RegionLoss(a.cpu(), model.num_classes) for a in model.head_anchors()]
+        location = getattr(model, "location", "sigmoid")
+        self.heads = [RegionLoss(a.cpu(), model.num_classes, location=location) for a in model.head_anchors()]
         self.multiscale = MultiScale(seed=seed) if multiscale else None
         self.batch_size = batch_size
 
@@ -262,7 +263,8 @@ def cmd_predict(args: argparse.Namespace) -> None:
         x = resize_to_input(tv_tensors.Image(pil_to_tensor(image)))[None]  # (1, 3, S, S) in [0, 1], as in eval
         with torch.no_grad():
             det = postprocess(model_outputs(model(x)), model.head_anchors(), model.num_classes, args.input_size,
-                              args.conf_thresh, args.nms_iou, image_sizes=[(image.height, image.width)])[0]
+                              args.conf_thresh, args.nms_iou, image_sizes=[(image.height, image.width)],
+                              location=getattr(model, "location", "sigmoid"))[0]
         drawn = image.copy()
         draw = ImageDraw.Draw(drawn)
         for box, score, label in zip(det["boxes"].tolist(), det["scores"].tolist(), det["labels"].tolist()):

@@ -487,6 +487,9 @@ def darknet_convolutions(model: nn.Module) -> list[nn.Module]:
         return list(model.convolutions())
     if isinstance(model, YOLOv2):
         # yolov2-voc.cfg: layers 0-22 Darknet-19 body, 23-24 head, 26 passthrough 1x1 (after the head), 29 fuse, 30
+        if model.passthrough is None or model.second_scale:
+            raise BetterConvError("darknet weights map onto yolov2 as yolov2-voc.cfg builds it: with passthrough and "
+                                  "without second_scale")
         return [*_darknet_body(model.backbone), *model.head, model.passthrough[0], model.fuse, model.pred]
     if isinstance(model, TinyYOLOv2):
         # yolov2-tiny-voc.cfg: body, maxpool 2x2/1, conv 1024, conv 1024, linear conv

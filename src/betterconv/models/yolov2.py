@@ -36,6 +36,7 @@ from torch import nn
 
 from ..errors import BetterConvError
 from ..layers import Reorg
+from ..tasks.region import check_location
 from ._features import FeatureInfo, make_divisible
 from ._registry import register_model
 from .darknet import Darknet, Darknet19, DarknetMaxPool, darknet_conv, init_darknet_weights
@@ -62,10 +63,11 @@ class _YOLOv2Base(nn.Module):
     name = "yolov2"
     backbone: Darknet
 
-    def __init__(self, num_classes: int, anchors: Sequence[tuple[float, float]]) -> None:
+    def __init__(self, num_classes: int, anchors: Sequence[tuple[float, float]], location: str = "sigmoid") -> None:
         super().__init__()
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
             raise BetterConvError(f"{self.name} num_classes must be a positive integer, got {num_classes!r}")
+        self.location = check_location(location)  # how the head's t_x, t_y place a box (tasks.region)
         self.register_buffer("anchors", _anchor_tensor(self.name, anchors))
         self.num_classes = num_classes
         self.num_anchors = len(self.anchors)
@@ -90,13 +92,14 @@ class _YOLOv2Base(nn.Module):
 
 class YOLOv2(_YOLOv2Base):
     def __init__(self, num_classes: int = 20, anchors: Sequence[tuple[float, float]] = VOC_ANCHORS,
-                 second_scale: bool = False) -> None:
-        super().__init__(num_classes, anchors)
+                 second_scale: bool = False, passthrough: bool = True, location: str = "sigmoid") -> None:
+        super().__init__(num_classes, anchors, location)
         self.backbone = Darknet19(num_classes=None)
         fine, coarse = self.backbone.feature_info[-2:]  # 26x26x512 (cfg layer 16), 13x13x1024 (layer 22)
         self.head = nn.Sequential(darknet_conv(coarse.channels, 1024, 3), darknet_conv(1024, 1024, 3))
-        self.passthrough = nn.Sequential(darknet_conv(fine.channels, 64, 1), Reorg(2))
-        self.fuse = darknet_conv(64 * 4 + 1024, 1024, 3)
+        # passthrough=False: the ablation ladder's step before "passthrough" (YOLOv2 Table 2), fuse sees 1024 only
+        self.passthrough = nn.Sequential(darknet_conv(fine.channels, 64, 1), Reorg(2)) if passthrough else None
+        self.fuse = darknet_conv(64 * 4 * passthrough + 1024, 1024, 3)
         self._fine, self._coarse = fine.name, coarse.name
         self.second_scale = second_scale
         if second_scale:
@@ -114,7 +117,7 @@ class YOLOv2(_YOLOv2Base):
         else:
             self.pred = nn.Conv2d(1024, self.out_channels, 1)
             extra = ()
-        for m in (self.head, self.passthrough, self.fuse, self.pred, *extra):
+        for m in (self.head, *([self.passthrough] if passthrough else []), self.fuse, self.pred, *extra):
             init_darknet_weights(m)
 
     def head_anchors(self) -> list[torch.Tensor]:
@@ -126,8 +129,10 @@ class YOLOv2(_YOLOv2Base):
         self._check_size(x)
         features = self.forward_features(x)
         y = self.head(features[self._coarse])  # (B, 1024, H/32, W/32)
-        p = self.passthrough(features[self._fine])  # (B, 256, H/32, W/32)
-        y = self.fuse(torch.cat([p, y], dim=1))  # route -1,-4: (B, 1280, H/32, W/32) -> (B, 1024, H/32, W/32)
+        if self.passthrough is not None:
+            p = self.passthrough(features[self._fine])  # (B, 256, H/32, W/32)
+            y = torch.cat([p, y], dim=1)  # route -1,-4: (B, 1280, H/32, W/32)
+        y = self.fuse(y)  # (B, 1024, H/32, W/32)
         if not self.second_scale:
             return self.pred(y)  # (B, A*(5+C), H/32, W/32)
         up = F.interpolate(self.fine_lateral(y), scale_factor=2, mode="nearest")  # (B, 256, H/16, W/16)
@@ -139,8 +144,8 @@ class TinyYOLOv2(_YOLOv2Base):
     name = "yolov2_tiny"
 
     def __init__(self, num_classes: int = 20, anchors: Sequence[tuple[float, float]] = TINY_VOC_ANCHORS,
-                 width_mult: float = 1.0) -> None:
-        super().__init__(num_classes, anchors)
+                 width_mult: float = 1.0, location: str = "sigmoid") -> None:
+        super().__init__(num_classes, anchors, location)
         if not 0.1 <= width_mult <= 4:
             raise BetterConvError(f"yolov2_tiny width_mult must be between 0.1 and 4, got {width_mult}")
         stages = [[(make_divisible(c * width_mult), k) for c, k in stage] for stage in TINY_STAGES]
@@ -160,15 +165,17 @@ class TinyYOLOv2(_YOLOv2Base):
 
 @register_model()
 def yolov2(*, num_classes: int = 20, anchors: Sequence[tuple[float, float]] | None = None,
-           second_scale: bool = False) -> YOLOv2:
-    """`second_scale=True`: predictions at strides 32 and 16 (see the module docstring)."""
+           second_scale: bool = False, passthrough: bool = True, location: str = "sigmoid") -> YOLOv2:
+    """`second_scale=True`: predictions at strides 32 and 16 (see the module docstring). `passthrough=False` and
+    `location="offset"` (anchor offsets instead of direct location prediction) are the earlier rungs of
+    YOLOv2's Table 2, for the ablation ladder."""
     return YOLOv2(num_classes=num_classes, anchors=VOC_ANCHORS if anchors is None else anchors,
-                  second_scale=second_scale)
+                  second_scale=second_scale, passthrough=passthrough, location=location)
 
 
 @register_model()
 def yolov2_tiny(*, num_classes: int = 20, anchors: Sequence[tuple[float, float]] | None = None,
-                width_mult: float = 1.0) -> TinyYOLOv2:
+                width_mult: float = 1.0, location: str = "sigmoid") -> TinyYOLOv2:
     """`width_mult` scales every layer's channels (rounded to multiples of 8); 1.0 is yolov2-tiny-voc.cfg."""
     return TinyYOLOv2(num_classes=num_classes, anchors=TINY_VOC_ANCHORS if anchors is None else anchors,
-                      width_mult=width_mult)
+                      width_mult=width_mult, location=location)

@@ -36,7 +36,8 @@ def postprocess(raw: torch.Tensor | Sequence[torch.Tensor],
                 anchors: torch.Tensor | Sequence[Sequence[float]] | Sequence[torch.Tensor], num_classes: int,
                 input_size: int | tuple[int, int], conf_thresh: float = 0.005, nms_iou: float = 0.45,
                 max_det: int = 300, *, image_sizes: Sequence[tuple[int, int]] | None = None,
-                clip: bool = True, pre_nms_top_k: int | None = 3000) -> list[dict[str, torch.Tensor]]:
+                clip: bool = True, pre_nms_top_k: int | None = 3000,
+                location: str = "sigmoid") -> list[dict[str, torch.Tensor]]:
     """Detections per image from `raw` ``(B, A * (5 + num_classes), H, W)``, or from several prediction scales
     (a sequence of such outputs, with one anchor set each, as `model.head_anchors()` gives them).
 
@@ -44,7 +45,7 @@ def postprocess(raw: torch.Tensor | Sequence[torch.Tensor],
     NMS at IoU `nms_iou`; the `max_det` best kept. Only the `pre_nms_top_k` best candidates enter NMS (as
     torchvision's detectors do: at the mAP threshold of 0.005 an untrained or uncertain network passes nearly every
     one of YOLOv2's 845 x C candidates, and NMS, quadratic in the worst case, would cost more than the forward
-    pass); `None` keeps every candidate. Boxes are x1, y1, x2, y2 in pixels of `input_size` ((height,
+    pass); `None` keeps every candidate. `location`: the model's (`tasks.region`). Boxes are x1, y1, x2, y2 in pixels of `input_size` ((height,
     width) of the network input), or of ``image_sizes[b]`` when given (the original images, resized without
     letterboxing to the input, as darknet's YOLOv2 did). Returns per image a dict with ``boxes`` (D, 4), ``scores``
     (D,) and ``labels`` (D,) int64, sorted by decreasing score."""
@@ -57,7 +58,7 @@ def postprocess(raw: torch.Tensor | Sequence[torch.Tensor],
         raise BetterConvError(f"got {len(image_sizes)} image sizes for a batch of {batch}")
     in_h, in_w = _hw(input_size, "input_size")
     with torch.no_grad():
-        decoded = [decode_region(r.detach(), a, num_classes, (int(in_h), int(in_w)))
+        decoded = [decode_region(r.detach(), a, num_classes, (int(in_h), int(in_w)), location=location)
                    for r, a in zip(outputs, anchor_sets)]
         all_boxes = torch.cat([d.boxes for d in decoded], dim=1)  # (B, N, 4) over every scale
         all_scores = torch.cat([d.scores for d in decoded], dim=1)  # (B, N, C)
@@ -132,7 +133,8 @@ def detect_dataset(model: torch.nn.Module, dataset, input_size: int, device: tor
         for images, targets in loader:
             sizes = [tuple(int(v) for v in t["orig_size"]) for t in targets]  # (H, W) of the originals
             dets = postprocess(model_outputs(module(images.to(device))), module.head_anchors(), module.num_classes,
-                               images.shape[-2:], conf_thresh, nms_iou, image_sizes=sizes)
+                               images.shape[-2:], conf_thresh, nms_iou, image_sizes=sizes,
+                               location=getattr(module, "location", "sigmoid"))
             detections += [{k: v.cpu() for k, v in d.items()} for d in dets]
             ground_truth += [{"boxes": unresize_boxes(t["boxes"], size, input_size, clip=False),
                               "labels": t["labels"], "difficult": t["difficult"]} for t, size in zip(targets, sizes)]

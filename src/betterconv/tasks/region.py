@@ -9,6 +9,10 @@ t_x, t_y, t_w, t_h, t_o and class scores t_1..t_C (darknet's channel order: chan
     objectness = sigmoid(t_o)               P(class | object) = softmax(t_1..t_C)   (sigmoid each when softmax=0)
     score(class) = objectness * P(class | object)
 
+`location="offset"` is the anchor-offset parametrisation YOLOv2 §2 started from (Faster R-CNN's RPN, "Direct
+location prediction"): b_x = (c_x + 0.5 + t_x p_w) / W, unconstrained, so early in training a box may drift to any
+part of the image; the paper's sigmoid keeps each centre in its cell. It exists for the ablation ladder.
+
 The relative boxes are scaled to `image_size`: the network input, or the original image when it was resized
 (not letterboxed) to the input, as darknet's YOLOv2 did. No thresholding or NMS happens here unless `thresh` is
 given, which zeroes scores that are not above it, like darknet.
@@ -22,7 +26,24 @@ import torch
 
 from ..errors import BetterConvError
 
-__all__ = ["RegionDetections", "decode_region"]
+__all__ = ["LOCATIONS", "RegionDetections", "cell_offsets", "decode_region"]
+
+LOCATIONS = ("sigmoid", "offset")
+
+
+def check_location(location: str) -> str:
+    if location not in LOCATIONS:
+        raise BetterConvError(f"location must be one of {', '.join(LOCATIONS)}, got {location!r}")
+    return location
+
+
+def cell_offsets(t_x: torch.Tensor, t_y: torch.Tensor, anchor_w: torch.Tensor, anchor_h: torch.Tensor,
+                 location: str = "sigmoid") -> tuple[torch.Tensor, torch.Tensor]:
+    """Box centre from its cell's top-left corner, in grid cells: (sigmoid(t_x), sigmoid(t_y)) for YOLOv2's
+    direct location prediction, (0.5 + t_x p_w, 0.5 + t_y p_h) for anchor offsets."""
+    if location == "sigmoid":
+        return t_x.sigmoid(), t_y.sigmoid()
+    return 0.5 + t_x * anchor_w, 0.5 + t_y * anchor_h
 
 
 @dataclass(frozen=True)
@@ -38,10 +59,11 @@ class RegionDetections:
 
 def decode_region(raw: torch.Tensor, anchors: torch.Tensor | Sequence[Sequence[float]], num_classes: int,
                   image_size: int | tuple[int, int], *, softmax: bool = True,
-                  thresh: float | None = None) -> RegionDetections:
+                  thresh: float | None = None, location: str = "sigmoid") -> RegionDetections:
     """Decode `raw`, the region layer's input ``(B, A * (5 + num_classes), H, W)``, with `anchors` ``(A, 2)``
     (width, height in grid cells) into boxes in pixels of `image_size` ((height, width), or one int for a square).
-    `softmax` is the cfg's ``[region] softmax`` (YOLOv2's cfgs set 1)."""
+    `softmax` is the cfg's ``[region] softmax`` (YOLOv2's cfgs set 1); `location` see the module docstring."""
+    check_location(location)
     anchors = torch.as_tensor(anchors, dtype=raw.dtype, device=raw.device)
     if anchors.dim() != 2 or anchors.shape[1] != 2 or anchors.shape[0] < 1:
         raise BetterConvError(f"region anchors must have shape (A, 2), got {tuple(anchors.shape)}")
@@ -58,8 +80,9 @@ def decode_region(raw: torch.Tensor, anchors: torch.Tensor | Sequence[Sequence[f
     p = p.permute(0, 3, 4, 1, 2)  # (B, A, 5+C, H, W) -> (B, H, W, A, 5+C)
     gy, gx = torch.meshgrid(torch.arange(h, device=raw.device, dtype=raw.dtype),
                             torch.arange(w, device=raw.device, dtype=raw.dtype), indexing="ij")  # (H, W) each
-    cx = (gx[:, :, None] + p[..., 0].sigmoid()) / w  # (H, W, 1) + (B, H, W, A) -> (B, H, W, A)
-    cy = (gy[:, :, None] + p[..., 1].sigmoid()) / h  # (B, H, W, A)
+    off_x, off_y = cell_offsets(p[..., 0], p[..., 1], anchors[:, 0], anchors[:, 1], location)  # (B, H, W, A) each
+    cx = (gx[:, :, None] + off_x) / w  # (H, W, 1) + (B, H, W, A) -> (B, H, W, A)
+    cy = (gy[:, :, None] + off_y) / h  # (B, H, W, A)
     bw = p[..., 2].exp() * anchors[:, 0] / w  # (B, H, W, A) * (A,) -> (B, H, W, A)
     bh = p[..., 3].exp() * anchors[:, 1] / h  # (B, H, W, A)
     boxes = torch.stack([(cx - bw / 2) * img_w, (cy - bh / 2) * img_h,

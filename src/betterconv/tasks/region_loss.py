@@ -31,7 +31,10 @@ The loss here, for a batch of B images, is
                      + sum_unmatched, prior active  .01 / 2 * ((sigma(t_x) - .5)^2 + (sigma(t_y) - .5)^2
                                                               + t_w^2 + t_h^2) ]                       "prior"
 
-with the targets (tx, ty, tw, th, the IoU and the best-IoU test) computed without gradient, so that
+With ``location="offset"`` (the anchor offsets of the ablation ladder, see `tasks.region`) sigma(t_x), sigma(t_y)
+become t_x, t_y, their targets (x W - i - .5) / p_w and (y H - j - .5) / p_h, and the prior pulls t_x, t_y to 0.
+
+The targets (tx, ty, tw, th, the IoU and the best-IoU test) are computed without gradient, so that
 ``-B * d loss / d raw`` equals darknet's delta exactly (its GPU backward and its CPU backward of the same era apply
 sigma' to x, y and objectness and nothing to the class delta). Normalisation: darknet sums over the batch (its
 printed cost is the squared norm of the delta, which is not the value of any loss with that gradient); dividing by
@@ -47,6 +50,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import BetterConvError
+from .region import cell_offsets, check_location
 
 __all__ = ["RegionLoss"]
 
@@ -79,8 +83,9 @@ class RegionLoss(nn.Module):
     def __init__(self, anchors: torch.Tensor | Sequence[Sequence[float]], num_classes: int, *,
                  object_scale: float = 5.0, noobject_scale: float = 1.0, class_scale: float = 1.0,
                  coord_scale: float = 1.0, thresh: float = 0.6, rescore: bool = True, bias_match: bool = True,
-                 prior_images: int = 12800) -> None:
+                 prior_images: int = 12800, location: str = "sigmoid") -> None:
         super().__init__()
+        self.location = check_location(location)
         anchors = torch.as_tensor(anchors, dtype=torch.float32).detach().clone()
         if anchors.dim() != 2 or anchors.shape[1] != 2 or anchors.shape[0] < 1 or not bool((anchors > 0).all()):
             raise BetterConvError(f"region loss anchors must be (A, 2) positive (width, height) pairs, "
@@ -98,6 +103,7 @@ class RegionLoss(nn.Module):
         return (f"anchors={self.anchors.shape[0]}, num_classes={self.num_classes}, object_scale={self.object_scale}, "
                 f"noobject_scale={self.noobject_scale}, class_scale={self.class_scale}, "
                 f"coord_scale={self.coord_scale}, thresh={self.thresh}, rescore={self.rescore}, "
+                f"location={self.location}, "
                 f"bias_match={self.bias_match}, prior_images={self.prior_images}")
 
     def _truths(self, targets: Sequence[Mapping[str, torch.Tensor]], batch: int, img_h: float, img_w: float,
@@ -158,7 +164,8 @@ class RegionLoss(nn.Module):
             gx = gx[:, :, None].expand(h, w, a).reshape(-1).to(dt)  # (N,)
             gy = gy[:, :, None].expand(h, w, a).reshape(-1).to(dt)  # (N,)
             anc = anchors.repeat(h * w, 1)  # (A, 2) -> (N, 2), anchor n of row k is k % A
-            pred = torch.stack([(gx + sx) / w, (gy + sy) / h, tw.exp() * anc[:, 0] / w,
+            off_x, off_y = cell_offsets(p[..., 0], p[..., 1], anc[:, 0], anc[:, 1], self.location)  # (B, N) each
+            pred = torch.stack([(gx + off_x) / w, (gy + off_y) / h, tw.exp() * anc[:, 0] / w,
                                 th.exp() * anc[:, 1] / h], dim=-1)  # (B, N, 4) relative cx, cy, w, h
 
             truth, labels, owner, assign = self._truths(targets, bsz, float(img_h), float(img_w), dev, dt)
@@ -203,7 +210,9 @@ class RegionLoss(nn.Module):
             matched[flat] = True
             matched = matched.view(bsz, h * w * a)  # (B, N)
 
-            tx, ty = truth[:, 0] * w - ci, truth[:, 1] * h - cj  # (M,)
+            tx, ty = truth[:, 0] * w - ci, truth[:, 1] * h - cj  # (M,) position in the cell
+            if self.location == "offset":  # anchor offsets: the raw t that puts the centre there
+                tx, ty = (tx - 0.5) / anchors[best_n, 0], (ty - 0.5) / anchors[best_n, 1]
             tgt_w = torch.log(truth[:, 2] * w / anchors[best_n, 0])  # (M,)
             tgt_h = torch.log(truth[:, 3] * h / anchors[best_n, 1])  # (M,)
             coord_w = self.coord_scale * (2 - truth[:, 2] * truth[:, 3])  # (M,)
@@ -214,14 +223,17 @@ class RegionLoss(nn.Module):
             noobj_mask = (best_iou <= self.thresh) & ~matched  # (B, N)
             prior_mask = ~matched if images_seen < self.prior_images else torch.zeros_like(matched)  # (B, N)
 
-        m_sx, m_sy, m_so = sx.reshape(-1)[flat], sy.reshape(-1)[flat], so.reshape(-1)[flat]  # (M,) each
+        # the coordinates the location loss and the prior act on: sigmoid(t) (YOLOv2) or raw t (anchor offsets)
+        lx, ly = (sx, sy) if self.location == "sigmoid" else (p[..., 0], p[..., 1])  # (B, N) each
+        centre = 0.5 if self.location == "sigmoid" else 0.0  # the anchor centred in its cell
+        m_sx, m_sy, m_so = lx.reshape(-1)[flat], ly.reshape(-1)[flat], so.reshape(-1)[flat]  # (M,) each
         m_tw, m_th = tw.reshape(-1)[flat], th.reshape(-1)[flat]  # (M,) each
         coord = 0.5 * (coord_w * ((m_sx - tx) ** 2 + (m_sy - ty) ** 2 + (m_tw - tgt_w) ** 2
                                   + (m_th - tgt_h) ** 2)).sum()
         obj = 0.5 * self.object_scale * ((m_so - obj_target) ** 2).sum()
         cls = self.class_scale * F.cross_entropy(p.reshape(-1, 5 + c)[flat, 5:], labels, reduction="sum")
         noobj = 0.5 * self.noobject_scale * (so[noobj_mask] ** 2).sum()
-        prior = 0.005 * ((sx - 0.5) ** 2 + (sy - 0.5) ** 2 + tw ** 2 + th ** 2)[prior_mask].sum()
+        prior = 0.005 * ((lx - centre) ** 2 + (ly - centre) ** 2 + tw ** 2 + th ** 2)[prior_mask].sum()
 
         terms = {"coord": coord / bsz, "obj": obj / bsz, "class": cls / bsz, "noobj": noobj / bsz,
                  "prior": prior / bsz}
