@@ -63,3 +63,18 @@ def test_bad_yolo_labels_name_file_and_line(capsys, tmp_path):
     (tmp_path / "labels" / "train" / "a.txt").write_text("0 0.5 0.5 0.2 0.2\n5 0.5 0.5 0.2 0.2\n")
     code, _, err = cli(capsys, "anchors", "--data", f"yolo:{tmp_path}", "--split", "train")
     assert code != 0 and "a.txt:2" in err and "Traceback" not in err
+
+
+def test_train_ladder_start_hand_picked_anchors_and_offsets(shared_data, tmp_path, capsys):
+    # the ablation ladder's first rung: Faster R-CNN's 9 anchors at the input size, anchor-offset location
+    from betterconv.models import create_model
+    from betterconv.tasks.anchors import faster_rcnn_anchors
+
+    code = main(["train", "det", "--model", "yolov2_tiny", "--data", f"yolo:{shared_data / 'coco8'}", "--epochs", "1",
+                 "--batch-size", "2", "--input-size", "128", "--no-multiscale", "--anchors", "hand", "--arg",
+                 "location=offset", "--arg", "width_mult=0.25", "--workers", "0", "--output", str(tmp_path)])
+    assert code == 0
+    model = create_model("yolov2_tiny", weights=tmp_path / "model.safetensors")
+    assert model.location == "offset" and model.num_anchors == 9
+    expected = faster_rcnn_anchors() * 128 / 600 / 32
+    assert model.anchors.numpy() == pytest.approx(expected, rel=1e-6)

@@ -45,6 +45,13 @@ def cmd_anchors(args: argparse.Namespace) -> None:
 
 
 def _anchor_kwargs(args: argparse.Namespace, dataset) -> dict[str, Any]:
+    if args.anchors == "hand":
+        # YOLOv2 §2's starting point, "hand picked priors": Faster R-CNN's 9 anchors, from its 600-pixel frame to
+        # the input, in grid cells of 32 pixels
+        from ..tasks.anchors import FASTER_RCNN_SHORT_SIDE, faster_rcnn_anchors
+
+        anchors = faster_rcnn_anchors() * (args.input_size / FASTER_RCNN_SHORT_SIDE) / 32
+        return {"anchors": [tuple(float(v) for v in a) for a in anchors]}
     if args.anchors != "auto":
         return {}
     from ..tasks.anchors import dataset_boxes, kmeans_anchors
@@ -307,8 +314,9 @@ def add_parsers(sub, train_sub, eval_sub, predict_sub) -> None:
     p.add_argument("--no-multiscale", dest="multiscale", action="store_false",
                    help="train at --input-size only (default: a new size from 320-608 every 10 batches)")
     p.add_argument("--no-hsv", action="store_true", help="no hue/saturation/exposure augmentation")
-    p.add_argument("--anchors", choices=("default", "auto"), default="default",
-                   help="auto: IoU k-means on the training boxes (YOLOv2 §2 dimension clusters)")
+    p.add_argument("--anchors", choices=("default", "auto", "hand"), default="default",
+                   help="auto: IoU k-means on the training boxes (YOLOv2 §2 dimension clusters); hand: Faster "
+                        "R-CNN's 9 hand-picked anchors (the ablation ladder's start)")
     p.add_argument("--num-anchors", type=int, default=5)
     p.add_argument("--backbone-weights", help="Darknet-19 classifier weights (any format) for the backbone")
     p.add_argument("--init-from")
