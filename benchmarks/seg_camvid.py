@@ -52,6 +52,8 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=0.007)
     p.add_argument("--eval-images", type=int, default=25, help="validation images per epoch (for the curve)")
     p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--ms-flip-output-stride", type=int, choices=(8, 16),
+                   help="also evaluate with scales 0.5-1.75 and flips at this output stride (DeepLabv3 only, ~12x)")
     p.add_argument("--output", default=str(ROOT / "runs"))
     args = p.parse_args()
     if not (DATA / "camvid").is_dir():
@@ -86,16 +88,22 @@ def main() -> None:
 
     test = segmentation_dataset(f"camvid:{DATA / 'camvid'}", "test", transform=eval_transform())
     results = {}
-    for output_stride in (16, 8) if deeplab else (32,):
+    # (key, output stride, scales, flip): single-scale at every output stride, then DeepLabv3 §4.3's multi-scale
+    # (0.5-1.75) + left-right flip inference when asked
+    evaluations = [(f"test_os{os_}" if deeplab else "test", os_, (1.0,), False)
+                   for os_ in ((16, 8) if deeplab else (32,))]
+    if args.ms_flip_output_stride:
+        evaluations.append((f"test_os{args.ms_flip_output_stride}_ms_flip", args.ms_flip_output_stride,
+                            (0.5, 0.75, 1.0, 1.25, 1.5, 1.75), True))
+    for key, output_stride, scales, flip in evaluations:
         model = create_model(args.model, weights=run / "model.safetensors",
                              **({"output_stride": output_stride} if deeplab else {})).eval()
         t = time.time()
-        r = evaluate_segmentation(model, test, test.num_classes)
-        results[f"test_os{output_stride}" if deeplab else "test"] = {"miou": r["miou"], "pixel_acc": r["pixel_acc"],
-                                              "boundary_f": r["boundary_f"],
-                                              "per_class_iou": dict(zip(test.class_names, r["per_class_iou"])),
-                                              "seconds": round(time.time() - t, 1)}
-        print(f"test{f' OS{output_stride}' if deeplab else ''}: mIoU {100 * r['miou']:.2f}  pixel acc {100 * r['pixel_acc']:.2f}  "
+        r = evaluate_segmentation(model, test, test.num_classes, scales=scales, flip=flip)
+        results[key] = {"miou": r["miou"], "pixel_acc": r["pixel_acc"], "boundary_f": r["boundary_f"],
+                        "per_class_iou": dict(zip(test.class_names, r["per_class_iou"])),
+                        "seconds": round(time.time() - t, 1)}
+        print(f"{key}: mIoU {100 * r['miou']:.2f}  pixel acc {100 * r['pixel_acc']:.2f}  "
               f"boundary F {100 * r['boundary_f']:.2f}")
     history = json.loads((run / "history.json").read_text())
     report = {
