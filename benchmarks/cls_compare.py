@@ -99,6 +99,7 @@ def main() -> None:
     from betterconv.commands.classification import _dataset
     from betterconv.data.classification import eval_transform, held_out_split
     from betterconv.models import create_model
+    from betterconv.tasks.classification import evaluate_classifier
 
     specs = {"fashion-mnist": f"fashion-mnist:{FASHION}", "cifar10": f"folder:{DATA / 'cifar10-test'}"}
     wanted = [d.strip() for d in args.datasets.split(",") if d.strip()]
@@ -143,8 +144,6 @@ def main() -> None:
                 sys.exit(f"training {label} on {dataset} failed")
             seconds = time.time() - started
             model = create_model(name, weights=run / "model.safetensors").eval()
-            from betterconv.tasks.classification import evaluate_classifier
-
             result = evaluate_classifier(model, test_set, "cpu", 100)
             prof = profile(model, (3, size, size))
             row = {"model": label, "name": name, "kwargs": kwargs, "top1": result["top1"], "top5": result["top5"],
