@@ -52,6 +52,8 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=0.007)
     p.add_argument("--eval-images", type=int, default=25, help="validation images per epoch (for the curve)")
     p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--grad-clip", type=float, help="clip the gradients' global norm (FCN-8s diverged without)")
+    p.add_argument("--warmup-steps", type=int, default=0)
     p.add_argument("--ms-flip-output-stride", type=int, choices=(8, 16),
                    help="also evaluate with scales 0.5-1.75 and flips at this output stride (DeepLabv3 only, ~12x)")
     p.add_argument("--output", default=str(ROOT / "runs"))
@@ -71,10 +73,17 @@ def main() -> None:
     deeplab = args.model.startswith("deeplabv3")
     argv = ["train", "seg", "--model", args.model, "--data", f"camvid:{DATA / 'camvid'}",
             "--train-split", args.train_split,
+            # a final model trains on val too, so its curve is drawn on (a subset of) the test images; the model is
+            # the last epoch's either way, never selected on the curve
+            *(("--val-split", "test", "--export", "last") if "val" in args.train_split.split("+") else ()),
             "--epochs", str(args.epochs), "--crop-size", str(args.crop_size), "--batch-size", str(args.batch_size),
             "--lr", str(args.lr), "--momentum", "0.9", "--schedule", "poly", "--weight-decay", "4e-5",
             "--eval-images", str(args.eval_images), "--workers", str(args.workers),
             "--channels-last", "--output", str(run), "--resume", "--class-weights", args.class_weights]
+    if args.grad_clip:
+        argv += ["--grad-clip", str(args.grad_clip)]
+    if args.warmup_steps:
+        argv += ["--warmup-steps", str(args.warmup_steps)]
     if deeplab:
         argv += ["--arg", f"atrous_rates=({args.atrous_rates}{',' if args.atrous_rates else ''})",
                  "--arg", f"image_pooling={not args.no_image_pooling}"]
@@ -122,7 +131,8 @@ def main() -> None:
         "date": datetime.date.today().isoformat(),
         "budget": {"device": "cpu", "threads": torch.get_num_threads(), "cpu": platform.processor() or "x86_64",
                    "train_seconds": round(train_seconds), "epochs": args.epochs,
-                   "crop_size": args.crop_size, "batch_size": args.batch_size, "lr": args.lr},
+                   "crop_size": args.crop_size, "batch_size": args.batch_size, "lr": args.lr,
+                   "grad_clip": args.grad_clip, "warmup_steps": args.warmup_steps},
         "results": results,
         "curve": history,
     }

@@ -92,3 +92,46 @@ def test_bad_data_names_the_file_or_is_skipped(trained, capsys, tmp_path):
     assert code == 0 and "(1 images of" in out
     code, _, err = cli(capsys, "eval", "seg", "--predictions", tmp_path / "nothing", "--data", f"folder:{root}")
     assert code != 0 and "no prediction for val0.png" in err
+
+
+def test_export_last_keeps_the_final_epoch_and_clips_gradients(trained, tmp_path):
+    """`--export last` (a final model whose validation split is the test set) must not pick an epoch on it;
+    the default exports the best epoch. `--grad-clip` and `--warmup-steps` reach the trainer's checkpoint."""
+    import torch
+    from safetensors.torch import load_file
+
+    root, best_run = trained
+
+    def same(weights, checkpoint):
+        saved = load_file(weights)
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)["model"]
+        return all(torch.equal(saved[k], state[k]) for k in saved)
+
+    assert same(best_run / "model.safetensors", best_run / "best.pt")
+    run = tmp_path / "run"
+    code = main(["train", "seg", "--model", "deeplabv3_mobilenet_v2", "--arg", "width_mult=0.35", "--data",
+                 f"folder:{root}", "--epochs", "2", "--batch-size", "2", "--crop-size", "32", "--lr", "0.01",
+                 "--workers", "0", "--output", str(run), "--export", "last", "--grad-clip", "1.0",
+                 "--warmup-steps", "3"])
+    assert code == 0
+    assert same(run / "model.safetensors", run / "last.pt")
+    args = torch.load(run / "last.pt", map_location="cpu", weights_only=True)["args"]
+    assert (args["grad_clip"], args["warmup_steps"]) == (1.0, 3)
+
+
+def test_export_chooses_between_best_and_last(tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    from betterconv.commands.segmentation import _export_weights
+    from betterconv.models import create_model
+
+    model = create_model("fcn32s_mobilenet_v2", num_classes=3, width_mult=0.35)
+    best = {k: v + 1 if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    torch.save({"model": best}, tmp_path / "best.pt")
+    _export_weights(model, tmp_path, ["a", "b", "c"], 32, use_best=False)
+    last = load_file(tmp_path / "model.safetensors")
+    assert all(torch.equal(last[k], v) for k, v in model.state_dict().items() if k in last)
+    _export_weights(model, tmp_path, ["a", "b", "c"], 32)
+    exported = load_file(tmp_path / "model.safetensors")
+    assert all(torch.equal(exported[k], best[k]) for k in exported)

@@ -77,6 +77,7 @@ def cmd_train(args: argparse.Namespace) -> None:
                          schedule=recipe.schedule, workers=args.workers, seed=args.seed, amp=not args.no_amp,
                          sync_bn=args.sync_bn, freeze_bn=args.freeze_bn, eval_every=args.eval_every,
                          max_steps_per_epoch=args.max_steps_per_epoch, output=args.output,
+                         grad_clip=args.grad_clip, warmup_steps=args.warmup_steps,
                          extra={"task": "seg", "model": args.model, "model_kwargs": model.model_kwargs,
                                 "data": args.data, "class_names": list(train_set.class_names),
                                 "recipe": recipe.source})
@@ -92,15 +93,16 @@ def cmd_train(args: argparse.Namespace) -> None:
         print(f"resuming from {Path(args.output) / 'last.pt'} at epoch {trainer.start_epoch + 1}")
     trainer.fit()
     if trainer.dist.is_main:
-        _export_weights(model, Path(args.output), list(train_set.class_names), recipe.crop_size)
+        _export_weights(model, Path(args.output), list(train_set.class_names), recipe.crop_size,
+                        use_best=args.export == "best")
 
 
-def _export_weights(model: nn.Module, output: Path, class_names: list[str], crop: int) -> None:
+def _export_weights(model: nn.Module, output: Path, class_names: list[str], crop: int, use_best: bool = True) -> None:
     from ..data.class_names import IMAGENET_MEAN, IMAGENET_STD
     from ..weights import save_weights
 
     best = output / "best.pt"
-    if best.is_file():
+    if use_best and best.is_file():
         model.load_state_dict(torch.load(best, map_location="cpu", weights_only=True)["model"])
     save_weights(model, output / "model.safetensors", class_names=class_names, input_size=(3, crop, crop),
                  mean=IMAGENET_MEAN, std=IMAGENET_STD)
@@ -180,6 +182,11 @@ def add_parsers(train_sub, eval_sub, predict_sub) -> None:
     p.add_argument("--class-weights", choices=("none", "median-frequency"), default="none",
                    help="weight the loss per class (median frequency balancing, as SegNet on CamVid)")
     p.add_argument("--eval-images", type=int, help="evaluate on the first N validation images only")
+    p.add_argument("--export", choices=("best", "last"), default="best",
+                   help="which weights model.safetensors holds: the best epoch on the validation split, or the last "
+                        "(when the validation split is the test set, so that no choice is made on it)")
+    p.add_argument("--grad-clip", type=float, help="clip the gradients' global norm to this value")
+    p.add_argument("--warmup-steps", type=int, default=0, help="linear learning-rate warm-up")
     add_run_arguments(p)
     p.add_argument("--freeze-bn", action="store_true", help="keep batch-norm statistics fixed")
     p.add_argument("--channels-last", action="store_true", help="channels-last memory format (faster on CPU)")
