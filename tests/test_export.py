@@ -182,6 +182,31 @@ def test_int8_needs_calibration(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f.onnx"]
 
 
+@pytest.mark.parametrize("name,kwargs,size,expected", [
+    ("mobilenet_v2", dict(width_mult=0.35, num_classes=10), (3, 32, 32), {"/classifier/classifier.1/Gemm"}),
+    ("deeplabv3_mobilenet_v2", dict(width_mult=0.35, num_classes=5), (3, 33, 33),
+     {"/Resize", "/head/classifier/Conv"}),
+    ("yolov2_tiny", dict(width_mult=0.25, num_classes=20), (3, 96, 96), {"/pred/Conv"})])
+def test_output_layer_stays_float(tmp_path, name, kwargs, size, expected):
+    """The layer computing the graph's outputs is kept float: found by walking back from the outputs, and its
+    output is not on an int8 lattice (an int8 output takes at most 256 values)."""
+    import onnx
+
+    from betterconv.deploy.quantize import output_layer_nodes
+
+    model = build(name, kwargs, size)
+    path = tmp_path / "f.onnx"
+    export_onnx(model, path, size)
+    assert set(output_layer_nodes(onnx.load(str(path)))) == expected
+    g = np.random.default_rng(0)
+    calib = [g.standard_normal(size).astype(np.float32) for _ in range(64)]  # >= 640 output values
+    x = np.stack(calib)
+    for float_output, distinct in ((True, lambda n: n > 256), (False, lambda n: n <= 256)):
+        quantize_onnx_static(path, tmp_path / "q.onnx", calib, check=False, float_output_layer=float_output)
+        out = run_onnx(tmp_path / "q.onnx", x)
+        assert distinct(len(np.unique(out))), (float_output, len(np.unique(out)))
+
+
 def coral_images(shared_data: Path) -> list[Path]:
     folder = shared_data / "coral" / "images"
     return sorted(p for p in folder.iterdir() if "mask" not in p.name)
