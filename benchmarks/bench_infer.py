@@ -9,16 +9,18 @@ For MobileNetV2 at 224x224, DeepLabv3-MobileNetV2 at 513x513 and YOLOv2 at 416x4
     onnxruntime fp32                the graph `betterconv.deploy.export_onnx` writes
     onnxruntime int8                that graph after `quantize_onnx_static`, calibrated on a few images
 
-Variants are interleaved round by round (order rotated), so load from other processes falls on all of them alike;
-reported are medians (and minima). Acceptance, checked where torchvision has the model: betterconv eager takes at
+Run it on an idle machine: each variant's calls run in one block after its own warm-up, and onnxruntime's threads
+busy-wait between operators as PyTorch's OpenMP threads do (interleaved rounds, `--interleave`, suit a shared
+machine but there each engine's spinning threads slow the next engine's call: torchvision MobileNetV2 batch 1 at 2
+threads went from 12.8 to 59.6 ms). Reported are medians (and minima). Acceptance, checked where torchvision has the model: betterconv eager takes at
 most 5% longer than torchvision eager, and the fastest betterconv path is at least 3x faster than torchvision
 eager at batch 1. Writes `benchmarks/results/bench_infer.json` atomically (figures, machine, load average,
 versions, command, date).
 
 Every model is measured with 2 threads (both cores) and then with 1. On a 2-core machine that another process keeps
 busy, PyTorch's two OpenMP threads wait for each other at every parallel region and eager calls take 10-100 times
-their unloaded time, erratically (onnxruntime, which does not busy-wait, suffers far less); the 1-thread figures
-are the ones such load leaves comparable. A batch size's rounds stop after `--time-budget` seconds (once 3 ran).
+their unloaded time, erratically (onnxruntime with `--no-ort-spinning` suffers far less); the 1-thread figures are
+the ones such load leaves comparable. A batch size's rounds stop after `--time-budget` seconds (once 3 ran).
 
     .venv/bin/python benchmarks/bench_infer.py                    # about 6 minutes on 2 loaded cores
     .venv/bin/python benchmarks/bench_infer.py --models mobilenet_v2 --scale 0.5 --threads 1
@@ -55,6 +57,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="stop a batch size's rounds after S seconds, once 3 have run (default 25)")
     p.add_argument("--calib", type=Path, default=here.parent.parent / "shared" / "data" / "coral" / "images",
                    help="folder holding the calibration images (random images when absent)")
+    p.add_argument("--no-ort-spinning", action="store_true",
+                   help="onnxruntime's threads sleep between operators (default: they busy-wait, as PyTorch's do)")
+    p.add_argument("--interleave", action="store_true",
+                   help="interleaved rounds (a shared machine) instead of one block of calls per variant (idle)")
     p.add_argument("--output", type=Path, default=here / "results" / "bench_infer.json")
     p.add_argument("--plot", type=Path, default=here.parent / "docs" / "bench_infer.png",
                    help="bar chart of the batch-1 latencies (default docs/bench_infer.png)")
@@ -75,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
             results.append(measure_inference(name, input_size=size, batches=args.batch, repeats=repeats,
                                              warmup=warmup, threads=threads, calibration=calibration,
                                              calibration_count=len(CALIBRATION), time_budget_s=args.time_budget,
+                                             ort_spinning=not args.no_ort_spinning, interleave=args.interleave,
                                              log=log))
             log(f"{name}, {threads} thread(s) done ({results[-1].elapsed_s:.0f} s)")
     elapsed = time.perf_counter() - start

@@ -6,8 +6,14 @@ share of betterconv's decode + class-aware NMS (`tasks.detection.postprocess`) i
 The weights are a darknet `.weights` file written by `save_darknet_weights` from a seeded YOLOv2 whose batch-norm
 statistics are calibrated (no released VOC weights are in reach offline; speed does not depend on the values).
 All engines load that one file with `../shared/data/darknet/yolov2-voc.cfg`; their outputs are compared on one
-real image (coco128) before timing, so the figures are for the same network. Rounds are interleaved (each round
-runs every engine once, order rotated) and medians reported. Threads: `--threads` for PyTorch, onnxruntime,
+real image (coco128) before timing, so the figures are for the same network. Two reduced-precision paths of
+betterconv are timed beside the float ones and reported apart ("fastest_betterconv", float only, vs
+"fastest_any_precision"), each with its agreement with the float network at conf 0.25 (share of the float
+detections found again, same class, IoU >= 0.5): the onnxruntime int8 graph of those weights
+(`quantize_onnx_static`, calibrated on `--calibration-images` coco128 images) and bfloat16 PyTorch (fused,
+channels-last; this CPU has AVX512-BF16). Each engine runs `--rounds` calls in
+one block after a warm-up call (onnxruntime's threads busy-wait as PyTorch's do; interleaved, they slowed the next
+engine), and medians are reported. Threads: `--threads` for PyTorch, onnxruntime,
 OpenCV and darknet's OpenMP alike.
 
     pip install "opencv-python-headless<5"; apt-get install darknet
@@ -63,6 +69,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rounds", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--calibration-images", type=int, default=16, help="coco128 images calibrating the int8 graph")
     args = p.parse_args()
     for path, what in ((CFG, "darknet cfg"), (IMAGE, "coco128 image"), (LIBDARKNET, "libdarknet (apt-get install "
                                                                                     "darknet)")):
@@ -76,12 +83,14 @@ def main() -> None:
     import numpy as np
     import torch
     from PIL import Image
+    from torchvision.ops import box_iou
 
     from betterconv._io import write_atomic
-    from betterconv.analysis.infer_bench import (_ort_call, _ort_session, _Timed, _torch_call, calibrate_batch_norm,
-                                                 machine_info, versions)
+    from betterconv.analysis.infer_bench import (_ort_call, _ort_session, _time_in_blocks, _Timed, _torch_call,
+                                                 calibrate_batch_norm, machine_info, versions)
     from betterconv.deploy.export import export_onnx
     from betterconv.deploy.fuse import fuse_batch_norm
+    from betterconv.deploy.quantize import calibration_images, quantize_onnx_static
     from betterconv.interop.darknet import load_darknet_weights, save_darknet_weights
     from betterconv.models import create_model
     from betterconv.tasks.detection import postprocess
@@ -99,6 +108,11 @@ def main() -> None:
     onnx_path = work / "yolov2.onnx"
     export_onnx(model, onnx_path, (3, SIZE, SIZE), dynamic_batch=False)
     session = _ort_session(onnx_path, args.threads)
+    int8_path = work / "yolov2_int8.onnx"
+    calib_files = sorted(IMAGE.parent.glob("*.jpg"))[:args.calibration_images]
+    quantize_onnx_static(onnx_path, int8_path, calibration_images(calib_files, (SIZE, SIZE)), check=False)
+    session_int8 = _ort_session(int8_path, args.threads)
+    fused_bf16 = fuse_batch_norm(model).to(torch.bfloat16, memory_format=torch.channels_last)
     net = cv2.dnn.readNetFromDarknet(str(CFG), str(weights))
     net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
     net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
@@ -131,29 +145,42 @@ def main() -> None:
                                                                / ours_cv.abs().clamp(min=1)).max()),
                  "onnxruntime_max_abs_diff_raw": float(np.abs(session.run(None, {session.get_inputs()[0].name: blob})[0]
                                                               - raw.numpy()).max())}
+    with torch.inference_mode():
+        reduced = {"onnxruntime int8": torch.from_numpy(session_int8.run(None, {session_int8.get_inputs()[0].name:
+                                                                               blob})[0]),
+                   "bf16": fused_bf16(x_cl.to(torch.bfloat16)).float()}
+    reference = postprocess(raw, model.anchors, c, SIZE, conf_thresh=0.25)[0]
+    for key, out in reduced.items():
+        found = postprocess(out, model.anchors, c, SIZE, conf_thresh=0.25)[0]
+        iou = box_iou(reference["boxes"], found["boxes"])  # (float detections, reduced-precision detections)
+        iou[reference["labels"][:, None] != found["labels"][None, :]] = 0
+        agreement[f"{key}_detections_found"] = float((iou.max(1).values >= 0.5).float().mean()) \
+            if len(found["boxes"]) else 0.0
+        agreement[f"{key}_max_abs_diff_raw"] = float((out - raw).abs().max())
+    agreement["float_detections_conf_0.25"] = len(reference["boxes"])
     print("agreement with betterconv:", json.dumps(agreement))
 
     engines = [
         _Timed("betterconv eager fp32", _torch_call(model, x)),
         _Timed("betterconv fused + channels-last", _torch_call(fused, x_cl)),
         _Timed("betterconv onnxruntime fp32", _ort_call(session, blob)),
+        _Timed("betterconv onnxruntime int8", _ort_call(session_int8, blob)),
+        _Timed("betterconv fused + channels-last bf16", _torch_call(fused_bf16, x_cl.to(torch.bfloat16))),
         _Timed("opencv dnn", lambda: _opencv_forward(net, blob)),
         _Timed("darknet (libdarknet)", lambda: darknet(x[0].numpy(), raw.numel())),
     ]
     heads = {thresh: _Timed(f"decode + NMS (conf {thresh})",
                             lambda thresh=thresh: postprocess(raw, model.anchors, c, SIZE, conf_thresh=thresh))
              for thresh in (0.005, 0.25)}
-    for e in engines + list(heads.values()):  # warm-up
-        e.call()
-    for r in range(args.rounds):
-        for e in engines[r % len(engines):] + engines[:r % len(engines)]:
-            e.timed()
-        for h in heads.values():
-            h.timed()
-        print(f"round {r + 1}/{args.rounds}: " + ", ".join(f"{e.variant} {e.wall[-1]:.0f} ms" for e in engines))
+    # each engine's calls in one block after its own warm-up: an engine's busy-waiting threads (onnxruntime with
+    # spinning, PyTorch's OpenMP) must not compete with the next engine's call, as they do in interleaved rounds
+    _time_in_blocks(engines + list(heads.values()), 1, args.rounds, None)
+    for e in engines:
+        print(f"{e.variant}: median {statistics.median(e.wall):.1f} ms over {len(e.wall)} calls")
     median = {e.variant: statistics.median(e.wall) for e in engines + list(heads.values())}
     ours_best = min(("betterconv eager fp32", "betterconv fused + channels-last", "betterconv onnxruntime fp32"),
                     key=median.get)
+    ours_any = min((e.variant for e in engines if e.variant.startswith("betterconv")), key=median.get)
     eager = median["betterconv eager fp32"]
     with torch.inference_mode():
         candidates = {thresh: sum(int((d["scores"] > 0).sum()) for d in postprocess(raw, model.anchors, c, SIZE,
@@ -163,6 +190,8 @@ def main() -> None:
         "fastest_betterconv": ours_best,
         "speedup_vs_opencv": median["opencv dnn"] / median[ours_best],
         "speedup_vs_darknet": median["darknet (libdarknet)"] / median[ours_best],
+        "fastest_any_precision": ours_any,
+        "fastest_any_precision_speedup_vs_opencv": median["opencv dnn"] / median[ours_any],
         "eager_speedup_vs_opencv": median["opencv dnn"] / eager,
         "eager_speedup_vs_darknet": median["darknet (libdarknet)"] / eager,
         "decode_nms_share_of_eager_forward": {str(t): median[h.variant] / eager for t, h in heads.items()},

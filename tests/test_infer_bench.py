@@ -106,3 +106,21 @@ def test_cli(tmp_path, capsys):
                                                                       "onnxruntime_fp32"]
     with pytest.raises(BetterConvError):
         parser.parse_args(["bench", "infer", "mobilenet_v2", "--variants", "tensorrt"])
+
+
+def test_blocked_timing_calls_each_variant_in_one_block():
+    """`interleave=False`: every variant's timed calls run back to back (its warm-up first), none in between."""
+    from betterconv.analysis import infer_bench
+
+    calls = []
+    timed = [infer_bench._Timed(v, lambda v=v: calls.append(v)) for v in ("a", "b")]
+    assert infer_bench._time_in_blocks(timed, warmup=1, rounds=3, time_budget_s=None) == 3
+    assert calls == ["a"] * 4 + ["b"] * 4
+    calls.clear()
+    timed = [infer_bench._Timed(v, lambda v=v: calls.append(v)) for v in ("a", "b")]
+    assert infer_bench._time_interleaved(timed, warmup=1, rounds=2, time_budget_s=None, log=lambda m: None) == 2
+    assert calls == ["a", "b", "a", "b", "b", "a"]
+    r = measure_inference("mobilenet_v2", input_size=(64, 64), model_kwargs=TINY, batches=(1,), repeats=2,
+                          warmup=0, threads=1, variants=["torchvision_eager", "onnxruntime_fp32"], interleave=False)
+    assert r.checks["interleaved_rounds"] is False and r.checks["onnxruntime_spinning"] is True
+    assert [len(row.times_ms) for row in r.rows] == [2, 2]

@@ -17,9 +17,12 @@ network; `yolov2`) the other four are measured alone and the result says why.
 
 Timing: PyTorch runs under `torch.inference_mode()` with `torch.set_num_threads(threads)`; onnxruntime sessions
 use `threads` intra-op threads, one inter-op thread, every graph optimisation (which turns the int8 QDQ pairs into
-int8 kernels) and no busy-waiting (the machine may be shared). Every variant is called `warmup` times untimed,
-then in each of `repeats` rounds each variant runs once, in an order rotated from round to round, so that load
-from other processes falls on all of them alike. Reported per variant and batch: median and minimum wall time,
+int8 kernels) and, by default, busy-waiting worker threads as PyTorch's OpenMP threads have. Every variant is
+called `warmup` times untimed, then in each of `repeats` rounds each variant runs once, in an order rotated from
+round to round, so that load from other processes falls on all of them alike; or (`interleave=False`, for an idle
+machine) each variant's calls run in one block, so that no engine's busy-waiting threads compete with the next
+engine's call (measured in interleaved rounds with spinning on: torchvision MobileNetV2 batch 1 at 2 threads went
+from 12.8 to 59.6 ms). Reported per variant and batch: median and minimum wall time,
 images per second at the median, median process CPU time, and speed-ups against torchvision eager (its median
 over the variant's; > 1 means faster) and against betterconv eager.
 """
@@ -229,7 +232,10 @@ def _calibration(name: str, size: tuple[int, int], calibration: Any, count: int,
     return [np.asarray(a, dtype=np.float32) for a in items[:count]]
 
 
-def _ort_session(path: Path, threads: int):
+def _ort_session(path: Path, threads: int, spinning: bool = True):
+    """An onnxruntime session for timing. With `spinning` its worker threads busy-wait between operators, as
+    PyTorch's OpenMP threads do by default (measured, MobileNetV2 224 batch 1, 2 threads: 4.76 ms without, 4.05 ms
+    with); without, they sleep, which is kinder to other processes on a shared machine."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -237,7 +243,7 @@ def _ort_session(path: Path, threads: int):
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     opts.log_severity_level = 3
     return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
 
@@ -360,6 +366,40 @@ class _Timed:
         self.cpu.append((c1 - c0) * 1000)
 
 
+def _time_interleaved(timed: Sequence[_Timed], warmup: int, rounds: int, time_budget_s: float | None,
+                      log: Callable[[str], None]) -> int:
+    """Rounds of one call per variant, the order rotated from round to round; returns the rounds run."""
+    for t in timed:  # warm-up: allocator, oneDNN primitive caches, onnxruntime's first-run set-up
+        for _ in range(warmup):
+            t.call()
+    began = time.perf_counter()
+    for r in range(rounds):
+        k = r % len(timed)
+        for t in timed[k:] + timed[:k]:  # rotate the order so that no variant always runs first
+            t.timed()
+        log(f"round {r + 1}/{rounds}: " + ", ".join(f"{t.variant} {t.wall[-1]:.1f} ms" for t in timed))
+        if time_budget_s is not None and r + 1 >= min(3, rounds) and time.perf_counter() - began > time_budget_s:
+            log(f"time budget of {time_budget_s:g} s spent after {r + 1} round(s)")
+            return r + 1
+    return rounds
+
+
+def _time_in_blocks(timed: Sequence[_Timed], warmup: int, rounds: int, time_budget_s: float | None) -> int:
+    """Each variant's calls back to back, right after its own warm-up, so that no other engine's worker threads are
+    still busy-waiting when it runs (onnxruntime with spinning, PyTorch's OpenMP); the time budget is shared out.
+    Returns the fewest calls any variant made."""
+    for t in timed:
+        for _ in range(warmup):
+            t.call()
+        began = time.perf_counter()
+        for r in range(rounds):
+            t.timed()
+            if (time_budget_s is not None and r + 1 >= min(3, rounds)
+                    and time.perf_counter() - began > time_budget_s / len(timed)):
+                break
+    return min(len(t.wall) for t in timed)
+
+
 def _torch_call(model: nn.Module, x: torch.Tensor) -> Callable[[], Any]:
     def call() -> Any:
         with torch.inference_mode():
@@ -385,6 +425,7 @@ def measure_inference(name: str, *, input_size: Sequence[int] | None = None, bat
                       model_kwargs: Mapping[str, Any] | None = None, variants: Sequence[str] | None = None,
                       calibration: Any = None, calibration_count: int = 4, seed: int = 0,
                       time_budget_s: float | None = None, workdir: str | Path | None = None,
+                      ort_spinning: bool = True, interleave: bool = True,
                       log: Callable[[str], None] | None = None) -> InferBenchResult:
     """Measure `name` (a registered model, built with `model_kwargs`) along the paths in `variants` (default: all
     of `VARIANTS`; torchvision's only where it has the architecture) at each batch size, at `input_size` (H, W;
@@ -392,7 +433,9 @@ def measure_inference(name: str, *, input_size: Sequence[int] | None = None, bat
     image files (a list, or a folder / pattern / list file) or arrays for the int8 graph, else
     `calibration_count` random images. With `time_budget_s`, the rounds of a batch size stop once they have taken
 that long (after at least 3, or all if fewer were asked for); `repeats` in the result says how many ran. The ONNX
-files go to `workdir` (kept) or a temporary folder. Returns an
+files go to `workdir` (kept) or a temporary folder. `ort_spinning`: onnxruntime's threads busy-wait (see
+    `_ort_session`). `interleave`: rounds of one call per variant (robust to load from other processes), else each
+    variant's calls in one block (`_time_in_blocks`: no engine's spinning threads slow the next). Returns an
     `InferBenchResult`; `torch`'s thread count is restored afterwards."""
     from ..deploy import export_onnx, fuse_batch_norm, quantize_onnx_static
     from ..models import paper_input_size
@@ -422,7 +465,7 @@ files go to `workdir` (kept) or a temporary folder. Returns an
         model, tv, tv_name, kwargs, note, tv_diff = _build_models(name, model_kwargs, seed, size)
         if tv is None:
             wanted = [v for v in wanted if v != "torchvision_eager"]
-        checks: dict[str, Any] = {}
+        checks: dict[str, Any] = {"onnxruntime_spinning": ort_spinning, "interleaved_rounds": interleave}
         if tv_diff is not None:
             checks["max_abs_diff_betterconv_vs_torchvision"] = tv_diff
         with torch.inference_mode():
@@ -452,7 +495,7 @@ files go to `workdir` (kept) or a temporary folder. Returns an
                 checks["max_abs_diff_onnx_fp32_vs_eager"] = diff
                 log(f"  exported {fp32.name} (max |ONNX - PyTorch| {diff:.2e})")
                 if "onnxruntime_fp32" in wanted:
-                    sessions["onnxruntime_fp32"] = _ort_session(fp32, threads)
+                    sessions["onnxruntime_fp32"] = _ort_session(fp32, threads, ort_spinning)
                 if "onnxruntime_int8" in wanted:
                     images = _calibration(name, size, calibration, calibration_count, seed)
                     report = quantize_onnx_static(fp32, int8, images, check=True, batch_size=len(images) or 1)
@@ -460,7 +503,7 @@ files go to `workdir` (kept) or a temporary folder. Returns an
                     checks["int8_top1_agreement_on_calibration"] = report.top1_agreement
                     checks["int8_max_abs_diff_on_calibration"] = report.max_abs_diff
                     log(f"  quantised {int8.name}: {report.format()}")
-                    sessions["onnxruntime_int8"] = _ort_session(int8, threads)
+                    sessions["onnxruntime_int8"] = _ort_session(int8, threads, ort_spinning)
                 # the sessions hold the graphs in memory: the files may go
 
         rows: list[InferRow] = []
@@ -477,21 +520,13 @@ files go to `workdir` (kept) or a temporary folder. Returns an
                     timed.append(_Timed(v, _ort_call(sessions[v], x_np)))
                 else:
                     timed.append(_Timed(v, _torch_call(modules[v], x_cl if v == "betterconv_fused_cl" else x)))
-            for t in timed:  # warm-up: allocator, oneDNN primitive caches, onnxruntime's first-run set-up
-                for _ in range(warmup):
-                    t.call()
-            began = time.perf_counter()
-            for r in range(rounds[batch]):
-                k = r % len(timed)
-                for t in timed[k:] + timed[:k]:  # rotate the order so that no variant always runs first
-                    t.timed()
-                log(f"  batch {batch} round {r + 1}/{rounds[batch]}: "
-                    + ", ".join(f"{t.variant} {t.wall[-1]:.1f} ms" for t in timed))
-                if (time_budget_s is not None and r + 1 >= min(3, rounds[batch])
-                        and time.perf_counter() - began > time_budget_s):
-                    log(f"  batch {batch}: time budget of {time_budget_s:g} s spent after {r + 1} round(s)")
-                    rounds[batch] = r + 1
-                    break
+            if interleave:
+                rounds[batch] = _time_interleaved(timed, warmup, rounds[batch], time_budget_s,
+                                                  lambda msg: log(f"  batch {batch} {msg}"))
+            else:
+                rounds[batch] = _time_in_blocks(timed, warmup, rounds[batch], time_budget_s)
+                log(f"  batch {batch}, {rounds[batch]} call(s) each: "
+                    + ", ".join(f"{t.variant} {statistics.median(t.wall):.1f} ms" for t in timed))
             by = {t.variant: t for t in timed}
             tv_t, bc_t = by.get("torchvision_eager"), by.get("betterconv_eager")
             for t in timed:
@@ -547,7 +582,8 @@ def _cmd_bench_infer(args: argparse.Namespace) -> None:
     result = measure_inference(args.model, input_size=args.input_size, batches=args.batch, repeats=args.repeats,
                                warmup=args.warmup, threads=args.threads, model_kwargs=model_kwargs(args.arg),
                                variants=args.variants, calibration=args.calib, calibration_count=args.calib_count,
-                               seed=args.seed, time_budget_s=args.time_budget, log=say)
+                               seed=args.seed, time_budget_s=args.time_budget, ort_spinning=not args.no_ort_spinning,
+                               interleave=not args.blocked, log=say)
     data = bench_record([result])
     print(json.dumps(data, indent=2) if args.json else result.format())
     if args.output:
@@ -575,6 +611,10 @@ def add_bench_infer_parser(bench_sub: Any) -> argparse.ArgumentParser:
     p.add_argument("--time-budget", type=float, default=None, metavar="S",
                    help="stop a batch size's rounds after S seconds (at least 3 rounds run)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-ort-spinning", action="store_true",
+                   help="onnxruntime's threads sleep between operators instead of busy-waiting as PyTorch's do")
+    p.add_argument("--blocked", action="store_true",
+                   help="time each variant's calls in one block instead of interleaved rounds (an idle machine)")
     p.add_argument("--verbose", action="store_true", help="print progress, one line per round")
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
     p.add_argument("--output", help="also write the JSON (figures, machine, versions) here, atomically")
