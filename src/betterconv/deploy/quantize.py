@@ -5,12 +5,12 @@ which onnxruntime runs with int8 kernels): weights int8 per output channel, acti
 ranges measured (min/max) on calibration images. The int8 graph keeps the float graph's input and output: the same
 input contract (see `betterconv.deploy.export`) and float outputs.
 
-By default the layer that computes the graph's outputs (the classifier's Gemm, a segmentation head's last
-convolution and the resizing after it, a detector's prediction convolution) stays float. Its output is logits, and
-an int8 output tensor gets one scale for all of them: a MobileNetV2 trained on Fashion-MNIST here had logits up to
-637 in magnitude, a quantisation step of 5, and a median top-1/top-2 gap of 0.8, so the int8 graph lost 15.8 points
-of top-1; with the classifier float it lost 0.5 (benchmarks/cls_compare.py). The float layer is a small share of
-the compute (MobileNetV2: 1.3M of 300M MACs).
+By default the output of the layer that computes the graph's outputs (the classifier's Gemm, a segmentation head's
+last convolution and the resizing after it, a detector's prediction convolution) stays float; its weights and
+inputs are int8 like the rest. Its output is logits, and an int8 output tensor gets one scale for all of them: a
+MobileNetV2 trained on Fashion-MNIST here had logits up to 637 in magnitude, a quantisation step of 5, and a median
+top-1/top-2 gap of 0.8, so the int8 graph lost 15.8 points of top-1; with the classifier's output float it lost
+0.5 (benchmarks/cls_compare.py).
 """
 from __future__ import annotations
 
@@ -56,6 +56,38 @@ def output_layer_nodes(model: Any) -> list[str]:
         if node.op_type in _PASS_THROUGH:  # the data: every input of a Concat, the first of the others
             stack.extend(node.input if node.op_type == "Concat" else node.input[:1])
     return found
+
+
+def _dequantize_outputs(model: Any, layer_nodes: Sequence[str]) -> None:
+    """Drop, in place, the QuantizeLinear -> DequantizeLinear pairs that the QDQ quantiser put on the outputs of
+    `layer_nodes` (`output_layer_nodes` of the float graph, whose names the quantiser keeps): their consumers and
+    the graph's outputs then read the float tensors. Weights and inputs of those nodes stay int8."""
+    graph = model.graph
+    produced = {out for node in graph.node if node.name in set(layer_nodes) for out in node.output}
+    rename: dict[str, str] = {}  # a DequantizeLinear's output -> the float tensor it stood for
+    drop: list[Any] = []
+    for q in [n for n in graph.node if n.op_type == "QuantizeLinear" and n.input[0] in produced]:
+        readers = [n for n in graph.node if q.output[0] in n.input]
+        dqs = [n for n in readers if n.op_type == "DequantizeLinear"]
+        for dq in dqs:
+            rename[dq.output[0]] = q.input[0]
+            drop.append(dq)
+        if len(dqs) == len(readers) and q.output[0] not in {o.name for o in graph.output}:
+            drop.append(q)
+    for out in graph.output:  # a graph output keeps its name: the float tensor is renamed to it
+        float_name = rename.pop(out.name, None)
+        if float_name is None:
+            continue
+        for node in graph.node:
+            node.output[:] = [out.name if t == float_name else t for t in node.output]
+            node.input[:] = [out.name if t == float_name else t for t in node.input]
+        rename = {k: out.name if v == float_name else v for k, v in rename.items()}
+    dropped = {id(n) for n in drop}
+    kept = [n for n in graph.node if id(n) not in dropped]
+    for node in kept:
+        node.input[:] = [rename.get(t, t) for t in node.input]
+    del graph.node[:]
+    graph.node.extend(kept)
 
 
 @dataclass(frozen=True)
@@ -143,8 +175,8 @@ def quantize_onnx_static(float_onnx_path: str | Path, int8_path: str | Path, cal
     `calibration_images` are inputs exactly as the float graph takes them: float arrays (C, H, W) or batches
     (N, C, H, W) — for a graph exported with `normalize`, images in [0, 1] (see `calibration_images`). Without any,
     raises `BetterConvError`. With `check`, both graphs are run on the calibration images and the comparison is
-    returned (`QuantizationReport`); else None. With `float_output_layer` (the default) the nodes that
-    `output_layer_nodes` names stay float (see the module's docstring for why).
+    returned (`QuantizationReport`); else None. With `float_output_layer` (the default) the outputs of the nodes
+    that `output_layer_nodes` names stay float (see the module's docstring for why).
     """
     try:
         from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
@@ -185,11 +217,14 @@ def quantize_onnx_static(float_onnx_path: str | Path, int8_path: str | Path, cal
         try:
             import onnx
 
-            excluded = output_layer_nodes(onnx.load(str(source), load_external_data=False)) \
-                if float_output_layer else []
+            layer = output_layer_nodes(onnx.load(str(source), load_external_data=False))
             quantize_static(str(source), str(tmp), _Reader(), quant_format=QuantFormat.QDQ, per_channel=per_channel,
                             activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                            calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=excluded)
+                            calibrate_method=CalibrationMethod.MinMax)
+            if float_output_layer:
+                quantized = onnx.load(str(tmp))
+                _dequantize_outputs(quantized, layer)
+                onnx.save(quantized, str(tmp))
         except BetterConvError:
             raise
         except Exception as e:
