@@ -135,3 +135,14 @@ def test_export_chooses_between_best_and_last(tmp_path):
     _export_weights(model, tmp_path, ["a", "b", "c"], 32)
     exported = load_file(tmp_path / "model.safetensors")
     assert all(torch.equal(exported[k], best[k]) for k in exported)
+
+
+@pytest.mark.parametrize("flag,value", [("--grad-clip", "0"), ("--grad-clip", "-1"), ("--warmup-steps", "-5")])
+def test_bad_clip_or_warmup_is_a_one_line_error(trained, capsys, tmp_path, flag, value):
+    root, _ = trained
+    code, _, err = cli(capsys, "train", "seg", "--model", "deeplabv3_mobilenet_v2", "--arg", "width_mult=0.35",
+                       "--data", f"folder:{root}", "--epochs", "1", "--batch-size", "2", "--crop-size", "32",
+                       "--workers", "0", "--output", tmp_path / "run", flag, value)
+    assert code != 0 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert ("warm-up" if "warmup" in flag else "clipping") in err
+    assert not (tmp_path / "run" / "last.pt").exists()

@@ -65,6 +65,10 @@ class TrainConfig:
             raise BetterConvError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
             raise BetterConvError("epochs, batch size and learning rate must be positive")
+        if self.warmup_steps < 0:
+            raise BetterConvError(f"warm-up steps must be >= 0, got {self.warmup_steps}")
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            raise BetterConvError(f"the gradient clipping norm must be positive, got {self.grad_clip}")
 
 
 def _seed_everything(seed: int) -> None:
