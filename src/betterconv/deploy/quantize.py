@@ -41,7 +41,7 @@ _PASS_THROUGH = frozenset({"Resize", "Upsample", "Flatten", "Reshape", "Transpos
 def output_layer_nodes(model: Any) -> list[str]:
     """Names of the nodes of an ONNX `model` that compute its outputs: walking back from each graph output along the
     data through pass-through operators (resize, reshape, concat ...) to the first node that computes (Gemm, Conv,
-    MatMul ...), which is included. Nodes without a name are skipped (the quantiser cannot exclude them)."""
+    MatMul ...), which is included. Nodes without a name are skipped (the quantised graph is matched by name)."""
     producer = {out: node for node in model.graph.node for out in node.output}
     found: list[str] = []
     stack = [o.name for o in model.graph.output]
@@ -63,7 +63,8 @@ def _dequantize_outputs(model: Any, layer_nodes: Sequence[str]) -> None:
     `layer_nodes` (`output_layer_nodes` of the float graph, whose names the quantiser keeps): their consumers and
     the graph's outputs then read the float tensors. Weights and inputs of those nodes stay int8."""
     graph = model.graph
-    produced = {out for node in graph.node if node.name in set(layer_nodes) for out in node.output}
+    names, graph_outputs = set(layer_nodes), {o.name for o in graph.output}
+    produced = {out for node in graph.node if node.name in names for out in node.output}
     rename: dict[str, str] = {}  # a DequantizeLinear's output -> the float tensor it stood for
     drop: list[Any] = []
     for q in [n for n in graph.node if n.op_type == "QuantizeLinear" and n.input[0] in produced]:
@@ -72,7 +73,7 @@ def _dequantize_outputs(model: Any, layer_nodes: Sequence[str]) -> None:
         for dq in dqs:
             rename[dq.output[0]] = q.input[0]
             drop.append(dq)
-        if len(dqs) == len(readers) and q.output[0] not in {o.name for o in graph.output}:
+        if len(dqs) == len(readers) and q.output[0] not in graph_outputs:
             drop.append(q)
     for out in graph.output:  # a graph output keeps its name: the float tensor is renamed to it
         float_name = rename.pop(out.name, None)
@@ -217,13 +218,12 @@ def quantize_onnx_static(float_onnx_path: str | Path, int8_path: str | Path, cal
         try:
             import onnx
 
-            layer = output_layer_nodes(onnx.load(str(source), load_external_data=False))
             quantize_static(str(source), str(tmp), _Reader(), quant_format=QuantFormat.QDQ, per_channel=per_channel,
                             activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                             calibrate_method=CalibrationMethod.MinMax)
             if float_output_layer:
                 quantized = onnx.load(str(tmp))
-                _dequantize_outputs(quantized, layer)
+                _dequantize_outputs(quantized, output_layer_nodes(onnx.load(str(source), load_external_data=False)))
                 onnx.save(quantized, str(tmp))
         except BetterConvError:
             raise
