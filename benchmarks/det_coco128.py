@@ -37,6 +37,7 @@ def main() -> None:
     p.add_argument("--input-size", type=int, default=320)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--jitter", type=float, default=0.3, help="darknet's crop jitter (YOLOv2: 0.3)")
     p.add_argument("--eval-every", type=int, default=10)
     p.add_argument("--max-steps-per-epoch", type=int, help="a smoke test of the script, not a benchmark")
     p.add_argument("--output", default=str(ROOT / "runs" / "det_coco128"))
@@ -56,7 +57,7 @@ def main() -> None:
 
     spec, split, size = f"yolo:{root}", "train2017", args.input_size
     argv = ["train", "det", "--model", "yolov2_tiny", "--data", spec, "--train-split", split, "--val-split", split,
-            "--input-size", str(size), "--no-multiscale", "--anchors", "auto",
+            "--input-size", str(size), "--no-multiscale", "--jitter", str(args.jitter), "--anchors", "auto",
             "--arg", f"width_mult={args.width_mult}", "--optimizer", "adamw", "--lr", str(args.lr),
             "--schedule", "cosine", "--warmup-steps", "50", "--batch-size", str(args.batch_size),
             "--epochs", str(args.epochs), "--eval-every", str(args.eval_every), "--output", args.output,
@@ -85,7 +86,7 @@ def main() -> None:
         "data": "coco128 (YOLO txt), 128 images, trained and evaluated on the same images",
         "recipe": {"optimizer": "adamw", "lr": args.lr, "schedule": "cosine", "warmup_steps": 50,
                    "batch_size": args.batch_size, "epochs": args.epochs, "multiscale": False,
-                   "augmentation": "darknet jitter 0.3, flip, HSV"},
+                   "augmentation": f"darknet jitter {args.jitter}, flip, HSV"},
         "command": "python benchmarks/det_coco128.py " + " ".join(sys.argv[1:]),
         "date": datetime.date.today().isoformat(),
         "budget": {"device": "cpu", "threads": torch.get_num_threads(), "cpu": platform.processor() or "x86_64",

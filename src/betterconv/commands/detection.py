@@ -122,7 +122,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     from ..tasks.detection import evaluate_detector
 
     load_size = max(608, args.input_size) if args.multiscale else args.input_size
-    train_set = _dataset(args.data, args.train_split, train_transform(load_size, hsv=not args.no_hsv),
+    train_set = _dataset(args.data, args.train_split, train_transform(load_size, jitter=args.jitter, hsv=not args.no_hsv),
                          args.skip_bad)
     val_set = _dataset(args.data, args.val_split, eval_transform(args.input_size), args.skip_bad)
     model = build_detector(args, train_set)
@@ -313,6 +313,8 @@ def add_parsers(sub, train_sub, eval_sub, predict_sub) -> None:
     p.add_argument("--input-size", type=int, default=416)
     p.add_argument("--no-multiscale", dest="multiscale", action="store_false",
                    help="train at --input-size only (default: a new size from 320-608 every 10 batches)")
+    p.add_argument("--jitter", type=float, default=0.3,
+                   help="darknet's crop jitter: each side moves by up to this fraction (cfg `jitter`, YOLOv2: 0.3)")
     p.add_argument("--no-hsv", action="store_true", help="no hue/saturation/exposure augmentation")
     p.add_argument("--anchors", choices=("default", "auto", "hand"), default="default",
                    help="auto: IoU k-means on the training boxes (YOLOv2 §2 dimension clusters); hand: Faster "
