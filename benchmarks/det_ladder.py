@@ -157,7 +157,7 @@ def main() -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     rows: dict[str, dict] = {}
     for name in names:
-        model = create_model(args.model, weights=output / name / "model.safetensors").eval()
+        model = create_model(args.model, weights=output / name / "model.safetensors").eval().to(device)
         sizes = [(name, args.input_size)]
         if name == "multiscale" and "hires" in wanted:
             sizes.append(("hires", args.hires_size))

@@ -253,15 +253,16 @@ def assign_to_scales(targets: Sequence[Mapping[str, torch.Tensor]], anchor_sets:
     truth is assigned."""
     if len(anchor_sets) == 1:
         return [list(targets)]
-    pixels = torch.cat([a.float() * s for a, s in zip(anchor_sets, strides)])  # (A_total, 2) w, h in pixels
+    pixels = torch.cat([a.detach().float().cpu() * s for a, s in zip(anchor_sets, strides)])  # (A_total, 2) pixels
     scale_of = torch.cat([torch.full((len(a),), i) for i, a in enumerate(anchor_sets)])  # (A_total,)
     out: list[list[dict]] = [[] for _ in anchor_sets]
     for t in targets:
+        device = torch.as_tensor(t["boxes"]).device
         boxes = torch.as_tensor(t["boxes"]).float().reshape(-1, 4).cpu()
         wh = (boxes[:, 2:] - boxes[:, :2]).clamp(min=0)  # (N, 2)
         inter = torch.minimum(wh[:, None, 0], pixels[None, :, 0]) * torch.minimum(wh[:, None, 1], pixels[None, :, 1])
         union = (wh[:, 0] * wh[:, 1])[:, None] + (pixels[:, 0] * pixels[:, 1])[None] - inter  # (N, A_total)
         best = scale_of[(inter / union.clamp(min=1e-9)).argmax(dim=1)]  # (N,) scale index of each truth
         for i in range(len(anchor_sets)):
-            out[i].append({**t, "assign": best == i})
+            out[i].append({**t, "assign": (best == i).to(device)})
     return out
