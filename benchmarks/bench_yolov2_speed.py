@@ -91,6 +91,7 @@ def main() -> None:
     from betterconv.deploy.export import export_onnx
     from betterconv.deploy.fuse import fuse_batch_norm
     from betterconv.deploy.quantize import calibration_images, quantize_onnx_static
+    from betterconv.deploy.winograd import winograd_convolutions
     from betterconv.interop.darknet import load_darknet_weights, save_darknet_weights
     from betterconv.models import create_model
     from betterconv.tasks.detection import postprocess
@@ -116,6 +117,11 @@ def main() -> None:
     net = cv2.dnn.readNetFromDarknet(str(CFG), str(weights))
     net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
     net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
+    # the same network with OpenCV's Winograd F(6x6,3x3) 3x3 kernels switched off: its direct convolution
+    net_direct = cv2.dnn.readNetFromDarknet(str(CFG), str(weights))
+    net_direct.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
+    net_direct.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
+    net_direct.enableWinograd(False)
     darknet = darknet_network(CFG, weights)
 
     # one real image, resized to 416x416 without letterboxing (darknet's YOLOv2 test path), RGB in [0, 1]
@@ -123,6 +129,9 @@ def main() -> None:
     x = torch.from_numpy(image).permute(2, 0, 1)[None].contiguous()  # (1, 3, 416, 416)
     x_cl = x.contiguous(memory_format=torch.channels_last)
     blob = x.numpy()  # OpenCV takes the same NCHW blob
+    # each 3x3 layer of the fused channels-last model: the fastest of direct / Winograd F(2x2,3x3) / F(4x4,3x3),
+    # timed here on its real input
+    winograd, winograd_layers = winograd_convolutions(fused, x_cl)
 
     # --- the same network in every engine: compare the region layer's decoded values
     a, c = model.num_anchors, model.num_classes
@@ -146,13 +155,14 @@ def main() -> None:
                  "onnxruntime_max_abs_diff_raw": float(np.abs(session.run(None, {session.get_inputs()[0].name: blob})[0]
                                                               - raw.numpy()).max())}
     with torch.inference_mode():
-        reduced = {"onnxruntime int8": torch.from_numpy(session_int8.run(None, {session_int8.get_inputs()[0].name:
+        others = {"onnxruntime int8": torch.from_numpy(session_int8.run(None, {session_int8.get_inputs()[0].name:
                                                                                blob})[0]),
-                   "bf16": fused_bf16(x_cl.to(torch.bfloat16)).float()}
+                   "bf16": fused_bf16(x_cl.to(torch.bfloat16)).float(),
+                   "winograd fp32": winograd(x_cl)}
     reference = postprocess(raw, model.anchors, c, SIZE, conf_thresh=0.25)[0]
-    for key, out in reduced.items():
+    for key, out in others.items():
         found = postprocess(out, model.anchors, c, SIZE, conf_thresh=0.25)[0]
-        iou = box_iou(reference["boxes"], found["boxes"])  # (float detections, reduced-precision detections)
+        iou = box_iou(reference["boxes"], found["boxes"])  # (float detections, this engine's detections)
         iou[reference["labels"][:, None] != found["labels"][None, :]] = 0
         agreement[f"{key}_detections_found"] = float((iou.max(1).values >= 0.5).float().mean()) \
             if len(found["boxes"]) else 0.0
@@ -164,9 +174,11 @@ def main() -> None:
         _Timed("betterconv eager fp32", _torch_call(model, x)),
         _Timed("betterconv fused + channels-last", _torch_call(fused, x_cl)),
         _Timed("betterconv onnxruntime fp32", _ort_call(session, blob)),
+        _Timed("betterconv fused + Winograd fp32", _torch_call(winograd, x_cl)),
         _Timed("betterconv onnxruntime int8", _ort_call(session_int8, blob)),
         _Timed("betterconv fused + channels-last bf16", _torch_call(fused_bf16, x_cl.to(torch.bfloat16))),
         _Timed("opencv dnn", lambda: _opencv_forward(net, blob)),
+        _Timed("opencv dnn, Winograd off", lambda: _opencv_forward(net_direct, blob)),
         _Timed("darknet (libdarknet)", lambda: darknet(x[0].numpy(), raw.numel())),
     ]
     heads = {thresh: _Timed(f"decode + NMS (conf {thresh})",
@@ -178,8 +190,8 @@ def main() -> None:
     for e in engines:
         print(f"{e.variant}: median {statistics.median(e.wall):.1f} ms over {len(e.wall)} calls")
     median = {e.variant: statistics.median(e.wall) for e in engines + list(heads.values())}
-    ours_best = min(("betterconv eager fp32", "betterconv fused + channels-last", "betterconv onnxruntime fp32"),
-                    key=median.get)
+    ours_best = min(("betterconv eager fp32", "betterconv fused + channels-last", "betterconv onnxruntime fp32",
+                     "betterconv fused + Winograd fp32"), key=median.get)
     ours_any = min((e.variant for e in engines if e.variant.startswith("betterconv")), key=median.get)
     eager = median["betterconv eager fp32"]
     with torch.inference_mode():
@@ -207,7 +219,7 @@ def main() -> None:
         "command": "python benchmarks/bench_yolov2_speed.py " + " ".join(sys.argv[1:]),
         "date": datetime.date.today().isoformat(), "machine": machine_info(args.threads),
         "versions": {**versions(), "opencv": cv2.__version__, "darknet": "Debian package libdarknet.so"},
-        "rounds": args.rounds, "agreement": agreement,
+        "rounds": args.rounds, "agreement": agreement, "winograd_layers": winograd_layers,
         "median_ms": {k: round(v, 2) for k, v in median.items()},
         "min_ms": {e.variant: round(min(e.wall), 2) for e in engines + list(heads.values())},
         "summary": summary,

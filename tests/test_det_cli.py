@@ -78,3 +78,11 @@ def test_train_ladder_start_hand_picked_anchors_and_offsets(shared_data, tmp_pat
     assert model.location == "offset" and model.num_anchors == 9
     expected = faster_rcnn_anchors() * 128 / 600 / 32
     assert model.anchors.numpy() == pytest.approx(expected, rel=1e-6)
+
+
+def test_train_jitter_out_of_range_is_a_one_line_error(shared_data, tmp_path, capsys):
+    # darknet's cfg jitter moves each side by up to that fraction: 0.5 or more can leave no image
+    code, _, err = cli(capsys, "train", "det", "--model", "yolov2_tiny", "--data", f"yolo:{shared_data / 'coco8'}",
+                       "--jitter", "0.6", "--epochs", "1", "--output", tmp_path)
+    assert code == 2 and "jitter must be in [0, 0.5), got 0.6" in err and "Traceback" not in err
+    assert not (tmp_path / "model.safetensors").exists()
