@@ -165,6 +165,8 @@ def main() -> None:
             dataset = _dataset(args.data, args.val_split, eval_transform(size), False)
             r = evaluate_detector(model, dataset, size, device, progress=False)
             base = "multiscale" if row_name == "hires" else RUNGS[name][2]
+            while base is not None and base not in rows:  # a rung left out: compare with the one before it
+                base = RUNGS[base][2]
             row = {"rung": row_name, "test_size": size, "model_kwargs": model_kwargs(args, name),
                    "train_options": RUNGS[name][0], **{k: r[k] for k in KEYS},
                    "train_seconds": round(seconds[name]), "compared_with": base}

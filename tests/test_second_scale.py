@@ -1,5 +1,6 @@
 """YOLOv2 with a second prediction scale (stride 16), the small-object fix: shapes, anchors, assignment, loss,
 decoding."""
+import pytest
 import torch
 
 from betterconv import create_model
@@ -42,3 +43,29 @@ def test_loss_reaches_both_heads():
     loss.backward()
     assert torch.isfinite(loss)
     assert model.fine_pred.weight.grad.abs().sum() > 0 and model.pred.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("second_scale", [False, True])
+def test_yolov2_width_mult_scales_every_layer(second_scale):
+    # width 0.5: every convolution has half the channels (multiples of 8), so parameters fall about 4x; the
+    # output layout (per scale, A*(5+C) channels at strides 32 and 16) does not change
+    from betterconv.errors import BetterConvError
+
+    full = create_model("yolov2", num_classes=3, second_scale=second_scale)
+    half = create_model("yolov2", num_classes=3, second_scale=second_scale, width_mult=0.5)
+    convs = {n: m for n, m in half.named_modules() if isinstance(m, torch.nn.Conv2d)}
+    full_convs = {n: m for n, m in full.named_modules() if isinstance(m, torch.nn.Conv2d)}
+    assert convs.keys() == full_convs.keys()
+    for name, conv in convs.items():
+        predicts = name in ("pred", "fine_pred")  # A*(5+C) outputs at any width
+        assert conv.out_channels == full_convs[name].out_channels // (1 if predicts else 2)
+    ratio = sum(p.numel() for p in full.parameters()) / sum(p.numel() for p in half.parameters())
+    assert 3.5 < ratio < 4.1
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        out_full, out_half = full(x), half(x)
+    out_full = out_full if second_scale else (out_full,)
+    out_half = out_half if second_scale else (out_half,)
+    assert [o.shape for o in out_full] == [o.shape for o in out_half]
+    with pytest.raises(BetterConvError, match="width_mult must be between"):
+        create_model("yolov2", width_mult=0.05)

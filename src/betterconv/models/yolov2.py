@@ -39,7 +39,7 @@ from ..layers import Reorg
 from ..tasks.region import check_location
 from ._features import FeatureInfo, make_divisible
 from ._registry import register_model
-from .darknet import Darknet, Darknet19, DarknetMaxPool, darknet_conv, init_darknet_weights
+from .darknet import DARKNET19_STAGES, Darknet, Darknet19, DarknetMaxPool, darknet_conv, init_darknet_weights
 
 VOC_ANCHORS = ((1.3221, 1.73145), (3.19275, 4.00944), (5.05587, 8.09892), (9.47112, 4.84053), (11.2364, 10.0071))
 TINY_VOC_ANCHORS = ((1.08, 1.19), (3.42, 4.41), (6.63, 11.38), (9.42, 5.11), (16.62, 10.52))
@@ -92,14 +92,27 @@ class _YOLOv2Base(nn.Module):
 
 class YOLOv2(_YOLOv2Base):
     def __init__(self, num_classes: int = 20, anchors: Sequence[tuple[float, float]] = VOC_ANCHORS,
-                 second_scale: bool = False, passthrough: bool = True, location: str = "sigmoid") -> None:
+                 second_scale: bool = False, passthrough: bool = True, location: str = "sigmoid",
+                 width_mult: float = 1.0) -> None:
         super().__init__(num_classes, anchors, location)
-        self.backbone = Darknet19(num_classes=None)
+        if not 0.1 <= width_mult <= 4:
+            raise BetterConvError(f"yolov2 width_mult must be between 0.1 and 4, got {width_mult}")
+
+        def width(c: int) -> int:
+            return c if width_mult == 1.0 else make_divisible(c * width_mult)
+
+        if width_mult == 1.0:
+            self.backbone = Darknet19(num_classes=None)
+        else:  # every layer's channels scaled, rounded to multiples of 8 (as yolov2_tiny's width_mult)
+            stages = [[(width(c), k) for c, k in stage] for stage in DARKNET19_STAGES]
+            self.backbone = Darknet(stages, stem_channels=width(32), num_classes=None)
         fine, coarse = self.backbone.feature_info[-2:]  # 26x26x512 (cfg layer 16), 13x13x1024 (layer 22)
-        self.head = nn.Sequential(darknet_conv(coarse.channels, 1024, 3), darknet_conv(1024, 1024, 3))
+        head = width(1024)
+        self.head = nn.Sequential(darknet_conv(coarse.channels, head, 3), darknet_conv(head, head, 3))
         # passthrough=False: the ablation ladder's step before "passthrough" (YOLOv2 Table 2), fuse sees 1024 only
-        self.passthrough = nn.Sequential(darknet_conv(fine.channels, 64, 1), Reorg(2)) if passthrough else None
-        self.fuse = darknet_conv(64 * 4 * passthrough + 1024, 1024, 3)
+        reorg = width(64)
+        self.passthrough = nn.Sequential(darknet_conv(fine.channels, reorg, 1), Reorg(2)) if passthrough else None
+        self.fuse = darknet_conv(reorg * 4 * passthrough + head, head, 3)
         self._fine, self._coarse = fine.name, coarse.name
         self.second_scale = second_scale
         if second_scale:
@@ -109,13 +122,13 @@ class YOLOv2(_YOLOv2Base):
             n_fine = self.num_anchors // 2
             self.register_buffer("fine_index", by_area[:n_fine].sort().values, persistent=False)
             self.register_buffer("coarse_index", by_area[n_fine:].sort().values, persistent=False)
-            self.pred = nn.Conv2d(1024, len(self.coarse_index) * (5 + num_classes), 1)
-            self.fine_lateral = darknet_conv(1024, 256, 1)
-            self.fine_fuse = darknet_conv(256 + fine.channels, 512, 3)
-            self.fine_pred = nn.Conv2d(512, n_fine * (5 + num_classes), 1)
+            self.pred = nn.Conv2d(head, len(self.coarse_index) * (5 + num_classes), 1)
+            self.fine_lateral = darknet_conv(head, width(256), 1)
+            self.fine_fuse = darknet_conv(width(256) + fine.channels, width(512), 3)
+            self.fine_pred = nn.Conv2d(width(512), n_fine * (5 + num_classes), 1)
             extra = (self.fine_lateral, self.fine_fuse, self.fine_pred)
         else:
-            self.pred = nn.Conv2d(1024, self.out_channels, 1)
+            self.pred = nn.Conv2d(head, self.out_channels, 1)
             extra = ()
         for m in (self.head, *([self.passthrough] if passthrough else []), self.fuse, self.pred, *extra):
             init_darknet_weights(m)
@@ -165,12 +178,14 @@ class TinyYOLOv2(_YOLOv2Base):
 
 @register_model()
 def yolov2(*, num_classes: int = 20, anchors: Sequence[tuple[float, float]] | None = None,
-           second_scale: bool = False, passthrough: bool = True, location: str = "sigmoid") -> YOLOv2:
+           second_scale: bool = False, passthrough: bool = True, location: str = "sigmoid",
+           width_mult: float = 1.0) -> YOLOv2:
     """`second_scale=True`: predictions at strides 32 and 16 (see the module docstring). `passthrough=False` and
     `location="offset"` (anchor offsets instead of direct location prediction) are the earlier rungs of
-    YOLOv2's Table 2, for the ablation ladder."""
+    YOLOv2's Table 2, for the ablation ladder. `width_mult` scales every layer's channels (multiples of 8); 1.0 is
+    yolov2-voc.cfg."""
     return YOLOv2(num_classes=num_classes, anchors=VOC_ANCHORS if anchors is None else anchors,
-                  second_scale=second_scale, passthrough=passthrough, location=location)
+                  second_scale=second_scale, passthrough=passthrough, location=location, width_mult=width_mult)
 
 
 @register_model()
