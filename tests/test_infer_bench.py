@@ -26,7 +26,9 @@ def tiny_result() -> InferBenchResult:
 def test_rows_and_keys(tiny_result):
     r = tiny_result
     assert r.torchvision_model == "mobilenet_v2" and r.input_size == (64, 64) and r.threads == 1
-    assert [(row.variant, row.batch) for row in r.rows] == [(v, b) for b in (1, 2) for v in VARIANTS]
+    measured = [v for v in VARIANTS if v != "betterconv_winograd"]  # MobileNetV2: no 3x3 stride-1 convolution
+    assert [(row.variant, row.batch) for row in r.rows] == [(v, b) for b in (1, 2) for v in measured]
+    assert "not measured" in r.checks["winograd"]
     for row in r.rows:
         assert len(row.times_ms) == 1 and row.median_ms == row.min_ms > 0
         assert row.images_per_s == pytest.approx(row.batch * 1000 / row.median_ms)
@@ -49,6 +51,18 @@ def test_rows_and_keys(tiny_result):
 
     table = r.format()
     assert "vs torchvision" in table and "onnxruntime int8" in table and "fastest betterconv path" in table
+
+
+def test_winograd_variant_on_a_network_with_3x3_convolutions():
+    # Darknet-19: every 3x3 convolution is stride 1; the per-layer choice is made for each batch size
+    r = measure_inference("darknet19", input_size=(64, 64), batches=(1, 2), repeats=1, warmup=0, threads=1,
+                          variants=["betterconv_eager", "betterconv_winograd"], interleave=False)
+    assert [(row.variant, row.batch) for row in r.rows] == [(v, b) for b in (1, 2) for v in
+                                                            ("betterconv_eager", "betterconv_winograd")]
+    for b in (1, 2):
+        check = r.checks[f"winograd_batch{b}"]
+        assert check["layers"] == 12 and sum(check["chosen"].values()) == 12  # Darknet-19: twelve 3x3 convs
+        assert check["max_abs_diff_vs_eager"] < 1e-3
 
 
 def test_no_torchvision_peer():

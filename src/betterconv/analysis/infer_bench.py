@@ -1,10 +1,13 @@
 """Inference latency and throughput of one model along betterconv's deployment paths, against torchvision's.
 
-Five ways to run the same network on the CPU, measured in one process at batch 1 and 8 (by default):
+Six ways to run the same network on the CPU, measured in one process at batch 1 and 8 (by default):
 
     torchvision_eager     torchvision's model of the same architecture, eager float32 (where torchvision has one)
     betterconv_eager      betterconv's model, eager float32, contiguous (NCHW) memory
     betterconv_fused_cl   batch norm folded into the convolutions (`fuse_batch_norm`), channels-last memory
+    betterconv_winograd   that model with each 3x3 stride-1 convolution run as direct or Winograd F(2x2) / F(4x4),
+                          whichever was fastest on this batch (`winograd_convolutions`); left out for a model
+                          without such convolutions (MobileNets: depthwise and strided 3x3 only)
     onnxruntime_fp32      the graph `export_onnx` writes (batch norm folded), run by onnxruntime
     onnxruntime_int8      that graph after `quantize_onnx_static` (QDQ, int8), run by onnxruntime
 
@@ -53,11 +56,13 @@ __all__ = ["VARIANTS", "InferRow", "InferBenchResult", "add_bench_infer_parser",
            "calibrate_batch_norm", "cpu_model", "load_average", "machine_info", "measure_inference",
            "torchvision_peer", "versions"]
 
-VARIANTS = ("torchvision_eager", "betterconv_eager", "betterconv_fused_cl", "onnxruntime_fp32", "onnxruntime_int8")
+VARIANTS = ("torchvision_eager", "betterconv_eager", "betterconv_fused_cl", "betterconv_winograd", "onnxruntime_fp32",
+            "onnxruntime_int8")
 LABELS = {
     "torchvision_eager": "torchvision eager fp32",
     "betterconv_eager": "betterconv eager fp32",
     "betterconv_fused_cl": "betterconv fused + channels-last",
+    "betterconv_winograd": "betterconv fused + Winograd (per layer)",
     "onnxruntime_fp32": "onnxruntime fp32",
     "onnxruntime_int8": "onnxruntime int8 (static)",
 }
@@ -437,7 +442,8 @@ files go to `workdir` (kept) or a temporary folder. `ort_spinning`: onnxruntime'
     `_ort_session`). `interleave`: rounds of one call per variant (robust to load from other processes), else each
     variant's calls in one block (`_time_in_blocks`: no engine's spinning threads slow the next). Returns an
     `InferBenchResult`; `torch`'s thread count is restored afterwards."""
-    from ..deploy import export_onnx, fuse_batch_norm, quantize_onnx_static
+    from ..deploy import export_onnx, fuse_batch_norm, quantize_onnx_static, winograd_convolutions
+    from ..deploy.winograd import winograd_eligible
     from ..models import paper_input_size
 
     log = log or (lambda msg: None)
@@ -478,7 +484,10 @@ files go to `workdir` (kept) or a temporary folder. `ort_spinning`: onnxruntime'
             modules["torchvision_eager"] = tv
         if "betterconv_eager" in wanted:
             modules["betterconv_eager"] = model
-        if "betterconv_fused_cl" in wanted:
+        if "betterconv_winograd" in wanted and not any(winograd_eligible(m) for m in model.modules()):
+            wanted.remove("betterconv_winograd")
+            checks["winograd"] = "no 3x3 stride-1 convolution: not measured"
+        if "betterconv_fused_cl" in wanted or "betterconv_winograd" in wanted:
             fused = fuse_batch_norm(model).to(memory_format=torch.channels_last).eval()
             x = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(seed + 2))
             with torch.inference_mode():
@@ -512,6 +521,13 @@ files go to `workdir` (kept) or a temporary folder. `ort_spinning`: onnxruntime'
             x = torch.randn(batch, 3, *size, generator=g)
             x_cl = x.contiguous(memory_format=torch.channels_last)
             x_np = np.ascontiguousarray(x.numpy(), dtype=np.float32)
+            if "betterconv_winograd" in wanted:  # the per-layer choice depends on the batch: made for each one
+                with torch.inference_mode():
+                    modules["betterconv_winograd"], layers = winograd_convolutions(fused, x_cl)
+                    diff = float((modules["betterconv_winograd"](x_cl) - model(x)).abs().max())
+                checks[f"winograd_batch{batch}"] = {
+                    "max_abs_diff_vs_eager": diff, "layers": len(layers),
+                    "chosen": {c: sum(r["choice"] == c for r in layers) for c in sorted({r["choice"] for r in layers})}}
             timed = []
             for v in VARIANTS:
                 if v not in wanted:
@@ -519,7 +535,8 @@ files go to `workdir` (kept) or a temporary folder. `ort_spinning`: onnxruntime'
                 if v in sessions:
                     timed.append(_Timed(v, _ort_call(sessions[v], x_np)))
                 else:
-                    timed.append(_Timed(v, _torch_call(modules[v], x_cl if v == "betterconv_fused_cl" else x)))
+                    channels_last = v in ("betterconv_fused_cl", "betterconv_winograd")
+                    timed.append(_Timed(v, _torch_call(modules[v], x_cl if channels_last else x)))
             if interleave:
                 rounds[batch] = _time_interleaved(timed, warmup, rounds[batch], time_budget_s,
                                                   lambda msg: log(f"  batch {batch} {msg}"))
