@@ -62,7 +62,7 @@ LABELS = {
     "torchvision_eager": "torchvision eager fp32",
     "betterconv_eager": "betterconv eager fp32",
     "betterconv_fused_cl": "betterconv fused + channels-last",
-    "betterconv_winograd": "betterconv fused + Winograd (per layer)",
+    "betterconv_winograd": "betterconv fused + Winograd",
     "onnxruntime_fp32": "onnxruntime fp32",
     "onnxruntime_int8": "onnxruntime int8 (static)",
 }
