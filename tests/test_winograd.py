@@ -72,3 +72,13 @@ def test_model_with_chosen_algorithms_computes_the_same():
         with torch.no_grad():
             assert _relative_error(fast(x), model(x)) < 1e-4
     assert not any(isinstance(m, WinogradConv2d) for m in model.modules())  # the original is untouched
+
+
+def test_a_bare_convolution_is_replaced_whole():
+    conv = nn.Conv2d(8, 8, 3, padding=1)
+    x = torch.rand(1, 8, 12, 12)
+    fast, report = winograd_convolutions(conv, x, algorithms=(4,))
+    assert isinstance(fast, WinogradConv2d) and report == [{"layer": "", "input": [1, 8, 12, 12],
+                                                            "ms": {"F(4x4,3x3)": None}, "choice": "F(4x4,3x3)"}]
+    with torch.no_grad():
+        assert _relative_error(fast(x), conv(x)) < 5e-5

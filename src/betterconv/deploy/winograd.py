@@ -141,15 +141,20 @@ def winograd_convolutions(model: nn.Module, example: torch.Tensor,
     for name, conv in eligible.items():
         if name not in inputs:
             continue
-        x = inputs[name].contiguous()
+        x = inputs[name].clone(memory_format=torch.preserve_format)  # as the layer sees it (channels-last or not)
         candidates = {"direct" if a == "direct" else f"F({a}x{a},3x3)": conv if a == "direct" else
                       WinogradConv2d(conv, int(a)) for a in algorithms}
-        ms = ({key: _median_ms(lambda m=module: m(x), repeats) for key, module in candidates.items()}
-              if len(candidates) > 1 else {key: float("nan") for key in candidates})
-        choice = min(ms, key=ms.get) if len(ms) > 1 else next(iter(ms))
+        if len(candidates) > 1:
+            ms: dict[str, float | None] = {key: round(_median_ms(lambda m=module: m(x), repeats), 3)
+                                           for key, module in candidates.items()}
+            choice = min(ms, key=lambda key: ms[key])
+        else:  # one algorithm: nothing to time
+            ms, choice = dict.fromkeys(candidates), next(iter(candidates))
         if choice != "direct":
-            parent_name, _, child = name.rpartition(".")
-            setattr(model.get_submodule(parent_name) if parent_name else model, child, candidates[choice])
-        report.append({"layer": name, "input": list(x.shape), "ms": {k: round(v, 3) for k, v in ms.items()},
-                       "choice": choice})
+            if name == "":  # the model is the convolution itself
+                model = candidates[choice]
+            else:
+                parent_name, _, child = name.rpartition(".")
+                setattr(model.get_submodule(parent_name), child, candidates[choice])
+        report.append({"layer": name, "input": list(x.shape), "ms": ms, "choice": choice})
     return model, report
