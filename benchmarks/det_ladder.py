@@ -17,9 +17,9 @@ On a GPU the rungs can train side by side (`--jobs 6`, each a `python -m betterc
 own log), and `--time-budget SECONDS` picks the epoch count: every rung first trains 2 epochs side by side (a probe,
 in OUTPUT/probe), and the slowest rung's second epoch sets how many epochs fit the budget.
 
-`--model yolov2_tiny` has no passthrough and no second scale: those rungs are then skipped. Writes benchmarks/results/det_ladder.json
-(per rung: VOC07 11-point mAP, VOC all-point mAP, COCO AP / AP50 / AP_small, the change from the rung it builds on,
-training seconds; the budget, command and date). A long job: on a 2-core CPU only tiny widths fit; the figures
+`--model yolov2_tiny` has no passthrough and no second scale: those rungs are then skipped. Writes
+benchmarks/results/det_ladder.json (per rung: VOC07 11-point mAP, VOC all-point mAP, COCO AP / AP50 / AP_small,
+the change from the rung it builds on, training seconds; the budget, command and date). A long job: on a 2-core CPU only tiny widths fit; the figures
 the issue asks for need a GPU or a night of CPU.
 """
 from __future__ import annotations

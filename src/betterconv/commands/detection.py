@@ -122,8 +122,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     from ..tasks.detection import evaluate_detector
 
     load_size = max(608, args.input_size) if args.multiscale else args.input_size
-    train_set = _dataset(args.data, args.train_split, train_transform(load_size, jitter=args.jitter, hsv=not args.no_hsv),
-                         args.skip_bad)
+    augment = train_transform(load_size, jitter=args.jitter, hsv=not args.no_hsv)
+    train_set = _dataset(args.data, args.train_split, augment, args.skip_bad)
     val_set = _dataset(args.data, args.val_split, eval_transform(args.input_size), args.skip_bad)
     model = build_detector(args, train_set)
     device = device_for(args.device)

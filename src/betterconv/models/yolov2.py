@@ -39,7 +39,7 @@ from ..layers import Reorg
 from ..tasks.region import check_location
 from ._features import FeatureInfo, make_divisible
 from ._registry import register_model
-from .darknet import DARKNET19_STAGES, Darknet, Darknet19, DarknetMaxPool, darknet_conv, init_darknet_weights
+from .darknet import DARKNET19_STAGES, Darknet, DarknetMaxPool, darknet_conv, init_darknet_weights
 
 VOC_ANCHORS = ((1.3221, 1.73145), (3.19275, 4.00944), (5.05587, 8.09892), (9.47112, 4.84053), (11.2364, 10.0071))
 TINY_VOC_ANCHORS = ((1.08, 1.19), (3.42, 4.41), (6.63, 11.38), (9.42, 5.11), (16.62, 10.52))
@@ -98,14 +98,11 @@ class YOLOv2(_YOLOv2Base):
         if not 0.1 <= width_mult <= 4:
             raise BetterConvError(f"yolov2 width_mult must be between 0.1 and 4, got {width_mult}")
 
-        def width(c: int) -> int:
-            return c if width_mult == 1.0 else make_divisible(c * width_mult)
+        def width(c: int) -> int:  # multiples of 8 (as yolov2_tiny's width_mult): every cfg width at 1.0
+            return make_divisible(c * width_mult)
 
-        if width_mult == 1.0:
-            self.backbone = Darknet19(num_classes=None)
-        else:  # every layer's channels scaled, rounded to multiples of 8 (as yolov2_tiny's width_mult)
-            stages = [[(width(c), k) for c, k in stage] for stage in DARKNET19_STAGES]
-            self.backbone = Darknet(stages, stem_channels=width(32), num_classes=None)
+        stages = [[(width(c), k) for c, k in stage] for stage in DARKNET19_STAGES]
+        self.backbone = Darknet(stages, stem_channels=width(32), num_classes=None)  # Darknet-19 at width 1.0
         fine, coarse = self.backbone.feature_info[-2:]  # 26x26x512 (cfg layer 16), 13x13x1024 (layer 22)
         head = width(1024)
         self.head = nn.Sequential(darknet_conv(coarse.channels, head, 3), darknet_conv(head, head, 3))
