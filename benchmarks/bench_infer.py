@@ -14,8 +14,8 @@ busy-wait between operators as PyTorch's OpenMP threads do (interleaved rounds, 
 machine but there each engine's spinning threads slow the next engine's call: torchvision MobileNetV2 batch 1 at 2
 threads went from 12.8 to 59.6 ms). Reported are medians (and minima). Acceptance, checked where torchvision has
 the model: betterconv eager takes at most 5% longer than torchvision eager, and the fastest betterconv path is at
-least 3x faster than torchvision eager at batch 1. Writes `benchmarks/results/bench_infer.json` atomically (figures, machine, load average,
-versions, command, date).
+least 3x faster than torchvision eager at batch 1. Writes `benchmarks/results/bench_infer.json` atomically
+(figures, machine, load average, versions, command, date).
 
 Every model is measured with 2 threads (both cores) and then with 1. On a 2-core machine that another process keeps
 busy, PyTorch's two OpenMP threads wait for each other at every parallel region and eager calls take 10-100 times

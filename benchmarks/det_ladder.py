@@ -19,8 +19,8 @@ in OUTPUT/probe), and the slowest rung's second epoch sets how many epochs fit t
 
 `--model yolov2_tiny` has no passthrough and no second scale: those rungs are then skipped. Writes
 benchmarks/results/det_ladder.json (per rung: VOC07 11-point mAP, VOC all-point mAP, COCO AP / AP50 / AP_small,
-the change from the rung it builds on, training seconds; the budget, command and date). A long job: on a 2-core CPU only tiny widths fit; the figures
-the issue asks for need a GPU or a night of CPU.
+the change from the rung it builds on, training seconds; the budget, command and date). A long job: on a 2-core
+CPU only tiny widths fit; the figures the issue asks for need a GPU or a night of CPU.
 """
 from __future__ import annotations
 
