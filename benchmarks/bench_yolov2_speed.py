@@ -11,13 +11,15 @@ betterconv are timed beside the float ones and reported apart ("fastest_betterco
 "fastest_any_precision"), each with its agreement with the float network at conf 0.25 (share of the float
 detections found again, same class, IoU >= 0.5): the onnxruntime int8 graph of those weights
 (`quantize_onnx_static`, calibrated on `--calibration-images` coco128 images) and bfloat16 PyTorch (fused,
-channels-last; this CPU has AVX512-BF16). Each engine runs `--rounds` calls in
-one block after a warm-up call (onnxruntime's threads busy-wait as PyTorch's do; interleaved, they slowed the next
-engine), and medians are reported. Threads: `--threads` for PyTorch, onnxruntime,
-OpenCV and darknet's OpenMP alike.
+channels-last; this CPU has AVX512-BF16). The float paths of betterconv: eager PyTorch, fused channels-last,
+fused with Winograd layers (`winograd_convolutions`), onnxruntime, and the ncnn graph written by `export_ncnn`
+(ncnn's Winograd F(6x6,3x3) / F(4x4,3x3) kernels, float32 weights and arithmetic). Each engine runs `--rounds` calls
+in one block after a warm-up call (onnxruntime's threads busy-wait as PyTorch's do; interleaved, they slowed the
+next engine), the sequence of blocks is repeated `--blocks` times, and medians over all calls are reported.
+Threads: `--threads` for PyTorch, onnxruntime, ncnn, OpenCV and darknet's OpenMP alike.
 
     pip install "opencv-python-headless<5"; apt-get install darknet
-    python benchmarks/bench_yolov2_speed.py --threads 2 --rounds 10
+    python benchmarks/bench_yolov2_speed.py --threads 2 --rounds 10 --blocks 3
 
 Writes benchmarks/results/bench_yolov2_speed.json (figures, machine, versions, command, date).
 """
@@ -67,7 +69,10 @@ def darknet_network(cfg: Path, weights: Path):
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--rounds", type=int, default=10)
+    p.add_argument("--rounds", type=int, default=10, help="calls per engine in each block")
+    p.add_argument("--blocks", type=int, default=3,
+                   help="times the whole sequence of engine blocks is repeated; medians are over all calls, so a "
+                        "slow spell of the (shared, virtual) machine does not fall on one engine only")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--calibration-images", type=int, default=16, help="coco128 images calibrating the int8 graph")
     args = p.parse_args()
@@ -90,6 +95,7 @@ def main() -> None:
                                                  calibrate_batch_norm, machine_info, versions)
     from betterconv.deploy.export import export_onnx
     from betterconv.deploy.fuse import fuse_batch_norm
+    from betterconv.deploy.ncnn import NcnnModel, export_ncnn
     from betterconv.deploy.quantize import calibration_images, quantize_onnx_static
     from betterconv.deploy.winograd import winograd_convolutions
     from betterconv.interop.darknet import load_darknet_weights, save_darknet_weights
@@ -109,6 +115,9 @@ def main() -> None:
     onnx_path = work / "yolov2.onnx"
     export_onnx(model, onnx_path, (3, SIZE, SIZE), dynamic_batch=False)
     session = _ort_session(onnx_path, args.threads)
+    ncnn_path = work / "yolov2.param"
+    export_ncnn(model, ncnn_path, (3, SIZE, SIZE))
+    ncnn_model = NcnnModel(ncnn_path, threads=args.threads)
     int8_path = work / "yolov2_int8.onnx"
     calib_files = sorted(IMAGE.parent.glob("*.jpg"))[:args.calibration_images]
     quantize_onnx_static(onnx_path, int8_path, calibration_images(calib_files, (SIZE, SIZE)), check=False)
@@ -158,7 +167,7 @@ def main() -> None:
         others = {"onnxruntime int8": torch.from_numpy(session_int8.run(None, {session_int8.get_inputs()[0].name:
                                                                                blob})[0]),
                    "bf16": fused_bf16(x_cl.to(torch.bfloat16)).float(),
-                   "winograd fp32": winograd(x_cl)}
+                   "winograd fp32": winograd(x_cl), "ncnn fp32": ncnn_model(x)}
     reference = postprocess(raw, model.anchors, c, SIZE, conf_thresh=0.25)[0]
     for key, out in others.items():
         found = postprocess(out, model.anchors, c, SIZE, conf_thresh=0.25)[0]
@@ -175,6 +184,7 @@ def main() -> None:
         _Timed("betterconv fused + channels-last", _torch_call(fused, x_cl)),
         _Timed("betterconv onnxruntime fp32", _ort_call(session, blob)),
         _Timed("betterconv fused + Winograd fp32", _torch_call(winograd, x_cl)),
+        _Timed("betterconv ncnn fp32", lambda: ncnn_model(x)),
         _Timed("betterconv onnxruntime int8", _ort_call(session_int8, blob)),
         _Timed("betterconv fused + channels-last bf16", _torch_call(fused_bf16, x_cl.to(torch.bfloat16))),
         _Timed("opencv dnn", lambda: _opencv_forward(net, blob)),
@@ -186,12 +196,13 @@ def main() -> None:
              for thresh in (0.005, 0.25)}
     # each engine's calls in one block after its own warm-up: an engine's busy-waiting threads (onnxruntime with
     # spinning, PyTorch's OpenMP) must not compete with the next engine's call, as they do in interleaved rounds
-    _time_in_blocks(engines + list(heads.values()), 1, args.rounds, None)
+    for _ in range(args.blocks):
+        _time_in_blocks(engines + list(heads.values()), 1, args.rounds, None)
     for e in engines:
         print(f"{e.variant}: median {statistics.median(e.wall):.1f} ms over {len(e.wall)} calls")
     median = {e.variant: statistics.median(e.wall) for e in engines + list(heads.values())}
     ours_best = min(("betterconv eager fp32", "betterconv fused + channels-last", "betterconv onnxruntime fp32",
-                     "betterconv fused + Winograd fp32"), key=median.get)
+                     "betterconv fused + Winograd fp32", "betterconv ncnn fp32"), key=median.get)
     ours_any = min((e.variant for e in engines if e.variant.startswith("betterconv")), key=median.get)
     eager = median["betterconv eager fp32"]
     with torch.inference_mode():
@@ -219,7 +230,7 @@ def main() -> None:
         "command": "python benchmarks/bench_yolov2_speed.py " + " ".join(sys.argv[1:]),
         "date": datetime.date.today().isoformat(), "machine": machine_info(args.threads),
         "versions": {**versions(), "opencv": cv2.__version__, "darknet": "Debian package libdarknet.so"},
-        "rounds": args.rounds, "agreement": agreement, "winograd_layers": winograd_layers,
+        "rounds": args.rounds, "blocks": args.blocks, "agreement": agreement, "winograd_layers": winograd_layers,
         "median_ms": {k: round(v, 2) for k, v in median.items()},
         "min_ms": {e.variant: round(min(e.wall), 2) for e in engines + list(heads.values())},
         "summary": summary,

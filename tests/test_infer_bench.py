@@ -38,6 +38,7 @@ def test_rows_and_keys(tiny_result):
     assert r.checks["max_abs_diff_betterconv_vs_torchvision"] <= 1e-5
     assert r.checks["max_abs_diff_fused_cl_vs_eager"] <= 1e-4
     assert r.checks["max_abs_diff_onnx_fp32_vs_eager"] <= 1e-3
+    assert r.checks["max_abs_diff_ncnn_fp32_vs_eager"] <= 1e-3
     assert r.checks["int8_calibration_images"] == 4
     assert 0.01 < r.checks["output_std"] < 100  # batch-norm statistics calibrated: activations neither fade nor blow up
 
@@ -51,6 +52,13 @@ def test_rows_and_keys(tiny_result):
 
     table = r.format()
     assert "vs torchvision" in table and "onnxruntime int8" in table and "fastest betterconv path" in table
+
+
+def test_ncnn_left_out_with_the_reason_for_a_model_it_cannot_map():
+    r = measure_inference("shufflenet_v1", input_size=(64, 64), model_kwargs=dict(scale=0.5, num_classes=10),
+                          batches=(1,), repeats=1, warmup=0, threads=1, variants=["betterconv_eager", "ncnn_fp32"])
+    assert [row.variant for row in r.rows] == ["betterconv_eager"]
+    assert r.checks["ncnn"].startswith("not measured: ncnn export of shufflenet_v1")
 
 
 def test_winograd_variant_on_a_network_with_3x3_convolutions():

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from betterconv.errors import BetterConvError
-from betterconv.tasks.detection import postprocess, to_coco_results
+from betterconv.tasks.detection import nms_best, postprocess, to_coco_results
 from betterconv.tasks.region import decode_region
 from betterconv.tasks.region_loss import RegionLoss
 
@@ -357,6 +357,23 @@ def test_to_coco_results():
         to_coco_results(dets, [1, 2], {0: 5})
     with pytest.raises(BetterConvError, match="image ids"):
         to_coco_results(dets, [1], [1, 2, 18])
+
+
+@pytest.mark.parametrize("n,max_det,spread", [(3000, 300, 40.0), (3000, 300, 400.0), (50, 300, 40.0), (700, 10, 5.0),
+                                              (0, 300, 40.0)])
+def test_nms_best_equals_nms_over_every_candidate(n, max_det, spread):
+    """The prefix shortcut against the reference it replaces: torchvision's batched_nms on every candidate, cut to
+    max_det; dense overlapping boxes (spread 5-40 px) and sparse ones (400 px), few candidates and many."""
+    from torchvision.ops import batched_nms
+
+    g = torch.Generator().manual_seed(n + max_det)
+    centre = torch.rand(n, 2, generator=g) * spread
+    size = 5 + torch.rand(n, 2, generator=g) * 30
+    boxes = torch.cat([centre - size / 2, centre + size / 2], 1)  # (n, 4)
+    scores = torch.rand(n, generator=g)
+    labels = torch.randint(0, 4, (n,), generator=g)
+    expected = batched_nms(boxes, scores, labels, 0.45)[:max_det]
+    assert torch.equal(nms_best(boxes, scores, labels, 0.45, max_det), expected)
 
 
 def test_postprocess_pre_nms_top_k():

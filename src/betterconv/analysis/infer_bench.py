@@ -1,6 +1,6 @@
 """Inference latency and throughput of one model along betterconv's deployment paths, against torchvision's.
 
-Six ways to run the same network on the CPU, measured in one process at batch 1 and 8 (by default):
+Seven ways to run the same network on the CPU, measured in one process at batch 1 and 8 (by default):
 
     torchvision_eager     torchvision's model of the same architecture, eager float32 (where torchvision has one)
     betterconv_eager      betterconv's model, eager float32, contiguous (NCHW) memory
@@ -10,6 +10,8 @@ Six ways to run the same network on the CPU, measured in one process at batch 1 
                           without such convolutions (MobileNets: depthwise and strided 3x3 only)
     onnxruntime_fp32      the graph `export_onnx` writes (batch norm folded), run by onnxruntime
     onnxruntime_int8      that graph after `quantize_onnx_static` (QDQ, int8), run by onnxruntime
+    ncnn_fp32             the graph `export_ncnn` writes (float32 weights and arithmetic), run by ncnn one image at
+                          a time; left out, with the reason, for a model the ncnn exporter does not map (ShuffleNet)
 
 Both PyTorch models carry the same weights: torchvision's randomly initialised model gets batch-norm statistics from
 one random batch (`calibrate_batch_norm`: activations of about unit variance, as in a trained network, instead of
@@ -57,7 +59,7 @@ __all__ = ["VARIANTS", "InferRow", "InferBenchResult", "add_bench_infer_parser",
            "torchvision_peer", "versions"]
 
 VARIANTS = ("torchvision_eager", "betterconv_eager", "betterconv_fused_cl", "betterconv_winograd", "onnxruntime_fp32",
-            "onnxruntime_int8")
+            "onnxruntime_int8", "ncnn_fp32")
 LABELS = {
     "torchvision_eager": "torchvision eager fp32",
     "betterconv_eager": "betterconv eager fp32",
@@ -65,6 +67,7 @@ LABELS = {
     "betterconv_winograd": "betterconv fused + Winograd",
     "onnxruntime_fp32": "onnxruntime fp32",
     "onnxruntime_int8": "onnxruntime int8 (static)",
+    "ncnn_fp32": "ncnn fp32",
 }
 BETTERCONV_VARIANTS = VARIANTS[1:]
 
@@ -442,7 +445,8 @@ files go to `workdir` (kept) or a temporary folder. `ort_spinning`: onnxruntime'
     `_ort_session`). `interleave`: rounds of one call per variant (robust to load from other processes), else each
     variant's calls in one block (`_time_in_blocks`: no engine's spinning threads slow the next). Returns an
     `InferBenchResult`; `torch`'s thread count is restored afterwards."""
-    from ..deploy import export_onnx, fuse_batch_norm, quantize_onnx_static, winograd_convolutions
+    from ..deploy import (NcnnModel, export_ncnn, export_onnx, fuse_batch_norm, quantize_onnx_static,
+                          winograd_convolutions)
     from ..deploy.winograd import winograd_eligible
     from ..models import paper_input_size
 
@@ -514,6 +518,15 @@ files go to `workdir` (kept) or a temporary folder. `ort_spinning`: onnxruntime'
                     log(f"  quantised {int8.name}: {report.format()}")
                     sessions["onnxruntime_int8"] = _ort_session(int8, threads, ort_spinning)
                 # the sessions hold the graphs in memory: the files may go
+        if "ncnn_fp32" in wanted:
+            with tempfile.TemporaryDirectory(prefix="betterconv-infer-") as tmp:
+                param = (Path(workdir) if workdir is not None else Path(tmp)) / f"{name}.param"
+                try:
+                    checks["max_abs_diff_ncnn_fp32_vs_eager"] = export_ncnn(model, param, (3, *size))
+                    sessions["ncnn_fp32"] = NcnnModel(param, threads=threads)  # holds the graph: the files may go
+                except BetterConvError as e:
+                    wanted.remove("ncnn_fp32")
+                    checks["ncnn"] = f"not measured: {e}"
 
         rows: list[InferRow] = []
         for batch in batches:
@@ -532,7 +545,9 @@ files go to `workdir` (kept) or a temporary folder. `ort_spinning`: onnxruntime'
             for v in VARIANTS:
                 if v not in wanted:
                     continue
-                if v in sessions:
+                if v == "ncnn_fp32":
+                    timed.append(_Timed(v, lambda net=sessions[v]: net(x_np)))
+                elif v in sessions:
                     timed.append(_Timed(v, _ort_call(sessions[v], x_np)))
                 else:
                     channels_last = v in ("betterconv_fused_cl", "betterconv_winograd")

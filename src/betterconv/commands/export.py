@@ -1,4 +1,5 @@
-"""`betterconv export`: a model and its weights to ONNX (float or int8) or TorchScript, checked against PyTorch."""
+"""`betterconv export`: a model and its weights to ONNX (float or int8), TorchScript or ncnn, checked against
+PyTorch."""
 from __future__ import annotations
 
 import argparse
@@ -9,7 +10,7 @@ from typing import Any
 
 from ..errors import BetterConvError
 
-FORMATS = ("onnx", "torchscript")
+FORMATS = ("onnx", "torchscript", "ncnn")
 _TORCHSCRIPT_SUFFIXES = (".pt", ".pth", ".ts", ".torchscript", ".jit")
 
 
@@ -71,6 +72,8 @@ def _preprocessing(name: str, weights: str | None, model: Any) -> dict[str, Any]
 def _output_format(args: argparse.Namespace, output: Path) -> str:
     if args.format:
         return args.format
+    if output.suffix.lower() == ".param":
+        return "ncnn"
     return "torchscript" if output.suffix.lower() in _TORCHSCRIPT_SUFFIXES else "onnx"
 
 
@@ -85,6 +88,8 @@ def cmd_export(args: argparse.Namespace) -> None:
     # the cheap checks first: nothing is built or written when the command line is wrong
     if output.is_dir():
         raise BetterConvError(f"--output {output} is a folder; give a file name")
+    if fmt == "ncnn" and output.suffix.lower() == ".bin":
+        raise BetterConvError(f"--output {output}: name the ncnn graph (.param); its weights go beside it as .bin")
     if args.int8 and fmt != "onnx":
         raise BetterConvError("--int8 quantises ONNX graphs only; use --format onnx")
     if args.int8 and not args.calib:
@@ -114,6 +119,13 @@ def cmd_export(args: argparse.Namespace) -> None:
     batch = "N" if not args.static_batch else "1"
     shape = f"({batch}, {', '.join(map(str, size))})"
 
+    if fmt == "ncnn":
+        from ..deploy.ncnn import export_ncnn
+
+        diff = export_ncnn(model, output, size, normalize=normalize)
+        print(f"wrote {output} and {output.with_suffix('.bin')}: ncnn float32, input ({', '.join(map(str, size))}) "
+              f"per image, {contract}; max |ncnn - PyTorch| = {diff:.3g}")
+        return
     if fmt == "torchscript":
         diff = export_torchscript(model, output, size, normalize=normalize)
         print(f"wrote {output}: TorchScript, input {shape} {contract}; max |TorchScript - PyTorch| = {diff:.3g}")
@@ -137,11 +149,12 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     """Register `betterconv export` on the top-level sub-command parsers."""
-    p = sub.add_parser("export", help="export a model to ONNX (float or int8) or TorchScript, checked against PyTorch")
+    p = sub.add_parser("export", help="export a model to ONNX (float or int8), TorchScript or ncnn, checked against "
+                                      "PyTorch")
     p.add_argument("model", help="registered model name (see `betterconv list`)")
     p.add_argument("--weights", help="weights: betterconv .safetensors, torchvision .pth, darknet .weights, .tflite")
     p.add_argument("--format", choices=FORMATS,
-                   help="default: from the output's suffix (.pt/.ts: torchscript), else onnx")
+                   help="default: from the output's suffix (.pt/.ts: torchscript, .param: ncnn), else onnx")
     p.add_argument("--output", "-o", required=True, help="output file (written atomically)")
     p.add_argument("--input-size", nargs=2, type=int, metavar=("H", "W"),
                    help="default: the weights' recorded input size, else the paper's")

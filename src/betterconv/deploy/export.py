@@ -137,8 +137,9 @@ def prepare_for_export(model: nn.Module, normalize: tuple[Sequence[float], Seque
     return (_Normalized(norm, core) if norm is not None else core).eval()
 
 
-def _reference(model: nn.Module, norm: Normalize | None, x: torch.Tensor) -> torch.Tensor:
-    """What the model as given computes in eval mode for the graph's input `x` (no folding)."""
+def _reference(model: nn.Module, norm: Normalize | None, x: torch.Tensor, several: bool = False):
+    """What the model as given computes in eval mode for the graph's input `x` (no folding): one tensor, or with
+    `several` a tuple of the model's outputs (one or more)."""
     was_training = model.training
     param = next(model.parameters(), None)
     x = norm(x) if norm is not None else x
@@ -150,9 +151,11 @@ def _reference(model: nn.Module, norm: Normalize | None, x: torch.Tensor) -> tor
             out = model(x)
     finally:
         model.train(was_training)
+    if several and isinstance(out, (tuple, list)) and all(isinstance(o, torch.Tensor) for o in out):
+        return tuple(o.float().cpu() for o in out)
     if not isinstance(out, torch.Tensor):
         raise BetterConvError(f"export needs a model whose forward returns one tensor, got {type(out).__name__}")
-    return out.float().cpu()
+    return (out.float().cpu(),) if several else out.float().cpu()
 
 
 def _example_input(size: tuple[int, int, int], batch: int, normalized: bool, seed: int = 0) -> torch.Tensor:

@@ -16,7 +16,7 @@ from torchvision.ops import batched_nms
 from ..errors import BetterConvError
 from .region import decode_region
 
-__all__ = ["postprocess", "to_coco_results"]
+__all__ = ["nms_best", "postprocess", "to_coco_results"]
 
 
 def _hw(size: int | Sequence[int], what: str) -> tuple[float, float]:
@@ -32,6 +32,25 @@ def model_outputs(out: torch.Tensor | Sequence[torch.Tensor]) -> list[torch.Tens
     return [out] if isinstance(out, torch.Tensor) else list(out)
 
 
+def nms_best(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, iou_threshold: float,
+             max_det: int) -> torch.Tensor:
+    """``batched_nms(boxes, scores, labels, iou_threshold)[:max_det]``, computed on as few candidates as it needs.
+
+    Greedy NMS decides each box from the boxes scored above it only, so NMS over the k best candidates keeps,
+    among them, exactly the boxes NMS over all candidates keeps. Once the k best give `max_det` survivors, the
+    others cannot change the answer: k starts at 2 * `max_det` and doubles until they do (at most about twice the
+    work of one NMS over everything, and far less when many candidates pass the threshold, as they do at the mAP
+    threshold 0.005: 3000 candidates, 3.2 ms for one NMS on this project's CPU)."""
+    order = scores.argsort(descending=True, stable=True)
+    k = min(len(order), 2 * max_det)
+    while True:
+        best = order[:k]
+        keep = best[batched_nms(boxes[best], scores[best], labels[best], iou_threshold)]
+        if len(keep) >= max_det or k == len(order):
+            return keep[:max_det]
+        k = min(len(order), 2 * k)
+
+
 def postprocess(raw: torch.Tensor | Sequence[torch.Tensor],
                 anchors: torch.Tensor | Sequence[Sequence[float]] | Sequence[torch.Tensor], num_classes: int,
                 input_size: int | tuple[int, int], conf_thresh: float = 0.005, nms_iou: float = 0.45,
@@ -45,9 +64,10 @@ def postprocess(raw: torch.Tensor | Sequence[torch.Tensor],
     NMS at IoU `nms_iou`; the `max_det` best kept. Only the `pre_nms_top_k` best candidates enter NMS (as
     torchvision's detectors do: at the mAP threshold of 0.005 an untrained or uncertain network passes nearly every
     one of YOLOv2's 845 x C candidates, and NMS, quadratic in the worst case, would cost more than the forward
-    pass); `None` keeps every candidate. `location`: the model's (`tasks.region`). Boxes are x1, y1, x2, y2 in pixels of `input_size` ((height,
-    width) of the network input), or of ``image_sizes[b]`` when given (the original images, resized without
-    letterboxing to the input, as darknet's YOLOv2 did). Returns per image a dict with ``boxes`` (D, 4), ``scores``
+    pass); `None` keeps every candidate. NMS runs on as few of them as give the same result (`nms_best`).
+    `location`: the model's (`tasks.region`). Boxes are x1, y1, x2, y2 in pixels of `input_size` ((height, width)
+    of the network input), or of ``image_sizes[b]`` when given (the original images, resized without letterboxing
+    to the input, as darknet's YOLOv2 did). Returns per image a dict with ``boxes`` (D, 4), ``scores``
     (D,) and ``labels`` (D,) int64, sorted by decreasing score."""
     outputs = [raw] if isinstance(raw, torch.Tensor) else list(raw)
     anchor_sets = [anchors] if isinstance(raw, torch.Tensor) else list(anchors)
@@ -70,7 +90,7 @@ def postprocess(raw: torch.Tensor | Sequence[torch.Tensor],
             if pre_nms_top_k is not None and len(scores) > pre_nms_top_k:
                 top = scores.topk(pre_nms_top_k).indices
                 boxes, scores, labels = boxes[top], scores[top], labels[top]
-            keep = batched_nms(boxes.float(), scores.float(), labels, nms_iou)[:max_det]  # by decreasing score
+            keep = nms_best(boxes.float(), scores.float(), labels, nms_iou, max_det)  # by decreasing score
             boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
             img_h, img_w = in_h, in_w
             if image_sizes is not None:
