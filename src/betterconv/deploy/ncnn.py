@@ -43,6 +43,7 @@ from torch.overrides import TorchFunctionMode
 from ..errors import BetterConvError
 from ..layers.conv import Conv2dSame, tf_same_pad
 from ..layers.reorg import Reorg
+from ..layers.shuffle import ChannelShuffle
 from ..models.darknet import DarknetMaxPool
 from .export import (ONNX_ATOL, Normalize, _check_input_size, _check_normalize, _example_input, _first_line,
                      _reference, _tolerance, prepare_for_export, temporary_path)
@@ -105,7 +106,7 @@ def _fused_activation(layer: _Layer) -> dict[int, Any] | None:
 
 _LEAVES = (nn.Conv2d, nn.Linear, nn.ReLU, nn.LeakyReLU, nn.Hardtanh, nn.Sigmoid, nn.MaxPool2d, nn.AvgPool2d,
            nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.BatchNorm2d, nn.Dropout, nn.Identity, nn.Flatten,
-           DarknetMaxPool, Reorg, Normalize)
+           DarknetMaxPool, Reorg, ChannelShuffle, Normalize)
 _CAT = {torch.cat, torch.concat, torch.concatenate}
 _ADD = {torch.add, torch.Tensor.add, torch.Tensor.__add__, torch.Tensor.__radd__, torch.Tensor.__iadd__,
         torch.Tensor.add_}
@@ -196,6 +197,8 @@ class _Graph:
                      {0: 1, 1: 1, 2: out.shape[1]})
         elif isinstance(module, Reorg):
             self._reorg(name, module.stride, x, out)
+        elif isinstance(module, ChannelShuffle):  # ShuffleNet §3.1: (g, C/g) channels transposed, ncnn's order too
+            self.add("ShuffleChannel", name, [src], out, {0: module.groups, 1: 0})
         elif isinstance(module, Normalize):
             channels = x.shape[1]
             std = module.std.flatten().double().expand(channels)
@@ -298,6 +301,11 @@ class _Graph:
             self._flatten(name, args[0], out, start, end)
         elif func is F.interpolate:
             self._interpolate(args, kwargs, out)
+        elif func is F.avg_pool2d:  # as the module with the same arguments
+            names = ("input", "kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override")
+            given = {**dict(zip(names, args)), **kwargs}
+            x = given.pop("input")
+            self.add("Pooling", "avg_pool2d", [self.blob(x, what)], out, self._pooling(nn.AvgPool2d(**given), x))
         elif func in _SAME and out.shape == args[0].shape and out.dtype == torch.float32:
             self.alias(args[0], out, what)
         elif func in _FUNCTIONAL_ACTIVATIONS:
