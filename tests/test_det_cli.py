@@ -45,6 +45,18 @@ def test_predict_then_eval_from_json_equals_eval_from_model(trained, capsys, tmp
     assert code == 0
     from_json = json.loads(out)
     assert from_json["voc_map"] == pytest.approx(direct["voc_map"], abs=1e-6)
+    # the same predictions through the model exported to ncnn: same boxes, to float32 rounding
+    code, out, _ = cli(capsys, "predict", "det", "--model", "yolov2_tiny", "--weights", weights, "--input-size",
+                       "128", "--conf-thresh", "0.01", "--engine", "ncnn", "--output", tmp_path / "ncnn", *images)
+    assert code == 0
+    code, _, _ = cli(capsys, "predict", "det", "--model", "yolov2_tiny", "--weights", weights, "--input-size",
+                     "128", "--conf-thresh", "0.01", "--output", tmp_path / "torch", *images)
+    assert code == 0
+    ncnn, torch_ = (json.loads((tmp_path / k / "detections.json").read_text()) for k in ("ncnn", "torch"))
+    assert len(ncnn) == len(torch_) > 0
+    for a, b in zip(ncnn, torch_):
+        assert (a["image_id"], a["category_id"]) == (b["image_id"], b["category_id"])
+        assert a["bbox"] == pytest.approx(b["bbox"], abs=1e-2) and a["score"] == pytest.approx(b["score"], abs=1e-4)
 
 
 def test_anchors_command(capsys, shared_data):

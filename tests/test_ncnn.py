@@ -65,7 +65,7 @@ def test_ncnn_matches_pytorch(tmp_path, name, kwargs, size):
     x = torch.rand(2, *size) * 4 - 2
     with torch.no_grad():
         ref = model(x)
-    got = NcnnModel(path, threads=1)(x)  # two images: the runner's loop over the batch
+    got = NcnnModel(path, threads=1)(x.contiguous(memory_format=torch.channels_last))  # strided, a batch of 2
     scale = max(1.0, float(ref.abs().max()))
     print(f"{name} {size}: export check {diff:.2g}, batch of 2 {float((got - ref).abs().max()):.2g} "
           f"(outputs up to {scale:.3g})")

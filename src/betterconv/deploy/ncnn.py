@@ -488,9 +488,12 @@ class NcnnModel:
     def run_one(self, image: np.ndarray) -> list[np.ndarray]:
         """One (C, H, W) float32 image through the graph; each output without a batch axis."""
         ex = self.net.create_extractor()
-        # a Mat that owns a copy: one over the array's memory has no reference count, which an in-place first
-        # layer (Scale, for `normalize`) dereferences (a segfault), and would write into the caller's array
-        ex.input(self.input_names[0], self._ncnn.Mat(np.ascontiguousarray(image, dtype=np.float32)).clone())
+        # ncnn.Mat(array) wraps the array's memory without holding the array: `data` must outlive the Mat until
+        # the clone, a Mat that owns a copy (a Mat over foreign memory has no reference count, which an in-place
+        # first layer, Scale for `normalize`, dereferences, and it would write into the caller's array)
+        data = np.ascontiguousarray(image, dtype=np.float32)
+        ex.input(self.input_names[0], self._ncnn.Mat(data).clone())
+        del data
         outs = []
         for name in self.output_names:
             status, mat = ex.extract(name)
