@@ -54,13 +54,6 @@ def test_rows_and_keys(tiny_result):
     assert "vs torchvision" in table and "onnxruntime int8" in table and "fastest betterconv path" in table
 
 
-def test_ncnn_left_out_with_the_reason_for_a_model_it_cannot_map():
-    r = measure_inference("fcn32s_mobilenet_v2", input_size=(64, 64), model_kwargs=dict(width_mult=0.35),
-                          batches=(1,), repeats=1, warmup=0, threads=1, variants=["betterconv_eager", "ncnn_fp32"])
-    assert [row.variant for row in r.rows] == ["betterconv_eager"]
-    assert r.checks["ncnn"].startswith("not measured: ncnn export of fcn32s_mobilenet_v2")
-
-
 def test_winograd_variant_on_a_network_with_3x3_convolutions():
     # Darknet-19: every 3x3 convolution is stride 1; the per-layer choice is made for each batch size
     r = measure_inference("darknet19", input_size=(64, 64), batches=(1, 2), repeats=1, warmup=0, threads=1,

@@ -15,6 +15,7 @@ from betterconv.commands import export as export_command
 from betterconv.deploy import Normalize, fuse_batch_norm
 from betterconv.deploy.ncnn import NcnnModel, export_ncnn
 from betterconv.errors import BetterConvError
+from betterconv.layers.upsample import BilinearUpsample
 from betterconv.models import create_model
 
 from test_export import randomise_batch_norm
@@ -32,6 +33,9 @@ CASES = [
     ("resnet50", dict(num_classes=10), (3, 64, 64)),  # padded max pool, projection shortcuts
     ("deeplabv3_mobilenet_v2", dict(width_mult=0.35), (3, 65, 97)),  # ASPP image pooling, bilinear upsampling
     ("shufflenet_v1", dict(scale=0.5, num_classes=10), (3, 64, 64)),  # channel shuffle, functional average pool
+    # input padding to a multiple of 32, learnable (full) and fixed (depthwise) transposed convolutions, final crop
+    ("fcn8s_mobilenet_v2", dict(width_mult=0.35, num_classes=3), (3, 70, 90)),
+    ("fcn32s_mobilenet_v2", dict(width_mult=0.35, num_classes=3), (3, 64, 64)),  # no padding, no crop
 ]
 
 
@@ -80,7 +84,9 @@ def test_ncnn_matches_pytorch(tmp_path, name, kwargs, size):
     fused = fuse_batch_norm(model)
     values = sum(p.numel() for p in fused.parameters()) + sum(
         b.numel() for m in fused.modules() if isinstance(m, nn.BatchNorm2d) for b in (m.running_mean, m.running_var))
-    tagged = sum(1 for m in fused.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
+    tagged = sum(1 for m in fused.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)))
+    fixed = [m.kernel for m in fused.modules() if isinstance(m, BilinearUpsample) and m.deconv is None]  # buffers
+    values, tagged = values + sum(k.numel() for k in fixed), tagged + len(fixed)
     assert path.with_suffix(".bin").stat().st_size == 4 * values + 4 * tagged
 
 
@@ -92,6 +98,14 @@ def test_adaptive_pool_that_divides_and_one_that_does_not(tmp_path):
     assert export_ncnn(model, path, (3, 8, 16)) <= 1e-4  # 8x16 -> 2x4: windows of 4x4, stride 4
     with pytest.raises(BetterConvError, match=r"adaptive pooling from 9x16 to 2x4"):
         export_ncnn(model, tmp_path / "q.param", (3, 9, 16))
+
+
+@pytest.mark.parametrize("groups,output_padding", [(1, 0), (2, 1)])
+def test_transposed_convolution_weight_layout(tmp_path, groups, output_padding):
+    torch.manual_seed(0)  # channels 4 -> 6: ncnn's (out, in) order is not PyTorch's (in, out)
+    model = nn.Sequential(nn.ConvTranspose2d(4, 6, 3, stride=2, padding=1, output_padding=output_padding,
+                                             groups=groups), nn.ReLU()).eval()
+    assert export_ncnn(model, tmp_path / "d.param", (4, 7, 9)) <= 1e-5
 
 
 def test_second_scale_has_two_outputs(tmp_path):
@@ -136,15 +150,16 @@ def test_normalised_graph_takes_unit_images(tmp_path):
     assert read_param(path)[1][0] == "Scale"
 
 
-class Crop(nn.Module):
+class EveryOther(nn.Module):
     def forward(self, x):
-        return x[..., 1:, 1:]
+        return x[..., ::2, ::2]
 
 
 def test_unsupported_operation_is_named_and_nothing_written(tmp_path):
-    model = nn.Sequential(nn.Conv2d(3, 4, 3), Crop()).eval()
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), EveryOther()).eval()
     path = tmp_path / "s.param"
-    with pytest.raises(BetterConvError, match=r"ncnn export of Sequential: TensorBase.__getitem__ has no ncnn mapping"):
+    with pytest.raises(BetterConvError, match=r"ncnn export of Sequential: TensorBase.__getitem__ \(a slice of the "
+                                              r"batch, or with a step"):
         export_ncnn(model, path, (3, 16, 16))
     assert list(tmp_path.iterdir()) == []
 

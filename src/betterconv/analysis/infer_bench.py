@@ -11,7 +11,8 @@ Seven ways to run the same network on the CPU, measured in one process at batch 
     onnxruntime_fp32      the graph `export_onnx` writes (batch norm folded), run by onnxruntime
     onnxruntime_int8      that graph after `quantize_onnx_static` (QDQ, int8), run by onnxruntime
     ncnn_fp32             the graph `export_ncnn` writes (float32 weights and arithmetic), run by ncnn one image at
-                          a time; left out, with the reason, for a model the ncnn exporter does not map (FCN)
+                          a time; left out, with the reason, where the exporter cannot map the model (VGG's 7x7
+                          adaptive pool at an input size it does not divide)
 
 Both PyTorch models carry the same weights: torchvision's randomly initialised model gets batch-norm statistics from
 one random batch (`calibrate_batch_norm`: activations of about unit variance, as in a trained network, instead of

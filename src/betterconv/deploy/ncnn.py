@@ -104,8 +104,8 @@ def _fused_activation(layer: _Layer) -> dict[int, Any] | None:
     return None
 
 
-_LEAVES = (nn.Conv2d, nn.Linear, nn.ReLU, nn.LeakyReLU, nn.Hardtanh, nn.Sigmoid, nn.MaxPool2d, nn.AvgPool2d,
-           nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.BatchNorm2d, nn.Dropout, nn.Identity, nn.Flatten,
+_LEAVES = (nn.Conv2d, nn.ConvTranspose2d, nn.Linear, nn.ReLU, nn.LeakyReLU, nn.Hardtanh, nn.Sigmoid, nn.MaxPool2d,
+           nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.BatchNorm2d, nn.Dropout, nn.Identity, nn.Flatten,
            DarknetMaxPool, Reorg, ChannelShuffle, Normalize)
 _CAT = {torch.cat, torch.concat, torch.concatenate}
 _ADD = {torch.add, torch.Tensor.add, torch.Tensor.__add__, torch.Tensor.__radd__, torch.Tensor.__iadd__,
@@ -177,6 +177,11 @@ class _Graph:
             params, weights = self._convolution_params(module, x)
             self.add("Convolution" if module.groups == 1 else "ConvolutionDepthWise", name, [src], out, params,
                      weights)
+        elif isinstance(module, nn.ConvTranspose2d):
+            if module.padding_mode != "zeros":
+                raise self.unsupported(f"a transposed convolution with padding_mode={module.padding_mode!r}")
+            self._deconvolution(name, src, out, module.weight, module.bias, module.stride, module.padding,
+                                module.output_padding, module.groups, module.dilation)
         elif isinstance(module, nn.Linear):
             bias = module.bias is not None
             self.add("InnerProduct", name, [src], out, {0: module.out_features, 1: int(bias),
@@ -252,6 +257,21 @@ class _Graph:
             params[6] = int(pool.count_include_pad)
         return params
 
+    def _deconvolution(self, name: str, src: str, out: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                       stride: Any, padding: Any, output_padding: Any, groups: int, dilation: Any) -> None:
+        if isinstance(padding, str):
+            raise self.unsupported(f"a transposed convolution with padding={padding!r}")
+        (sh, sw), (ph, pw), (oh, ow), (dh, dw) = map(_pair, (stride, padding, output_padding, dilation))
+        cin, cout_per_group, kh, kw = weight.shape  # PyTorch: (in, out / groups, kh, kw)
+        # ncnn: (groups, out / groups, in / groups, kh, kw); both scatter each input pixel with the kernel unflipped
+        w = weight.detach().reshape(groups, cin // groups, cout_per_group, kh, kw).transpose(1, 2)
+        params = {0: cout_per_group * groups, 1: kw, 11: kh, 2: dw, 12: dh, 3: sw, 13: sh, 4: pw, 15: pw, 14: ph,
+                  16: ph, 18: ow, 19: oh, 5: int(bias is not None), 6: weight.numel()}
+        if groups > 1:
+            params[7] = groups
+        self.add("Deconvolution" if groups == 1 else "DeconvolutionDepthWise", name, [src], out, params,
+                 _weights(w, bias))
+
     def _reorg(self, name: str, stride: int, x: torch.Tensor, out: torch.Tensor) -> None:
         # darknet's reorg (layers/reorg.py) reads the (c, h, w) buffer as (c/s^2, h*s, w*s), then space-to-depth
         # with output channel (dy*s + dx) * c/s^2 + c2 (ncnn's Reorg mode 1), and reads the result as
@@ -301,6 +321,19 @@ class _Graph:
             self._flatten(name, args[0], out, start, end)
         elif func is F.interpolate:
             self._interpolate(args, kwargs, out)
+        elif func is F.conv_transpose2d:  # FCN's fixed bilinear upsampling: the kernel is a constant
+            names = ("input", "weight", "bias", "stride", "padding", "output_padding", "groups", "dilation")
+            given = {"bias": None, "stride": 1, "padding": 0, "output_padding": 0, "groups": 1, "dilation": 1,
+                     **dict(zip(names, args)), **kwargs}
+            if self.tracked(given["weight"]) or self.tracked(given["bias"]):
+                raise self.unsupported(f"{what} with weights computed from the input")
+            self._deconvolution("conv_transpose2d", self.blob(given["input"], what), out, given["weight"],
+                                given["bias"], given["stride"], given["padding"], given["output_padding"],
+                                given["groups"], given["dilation"])
+        elif func is F.pad:
+            self._pad(args, kwargs, out, what)
+        elif func is torch.Tensor.__getitem__:
+            self._crop(args[0], args[1], out, what)
         elif func is F.avg_pool2d:  # as the module with the same arguments
             names = ("input", "kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override")
             given = {**dict(zip(names, args)), **kwargs}
@@ -316,6 +349,35 @@ class _Graph:
             self.add("ReLU", name, [self.blob(args[0], what)], out, {0: float(slope)})
         else:
             raise self.unsupported(what)
+
+    def _pad(self, args: tuple, kwargs: dict, out: torch.Tensor, what: str) -> None:
+        given = {"mode": "constant", "value": None, **dict(zip(("input", "pad", "mode", "value"), args)), **kwargs}
+        x, pad = given["input"], list(given["pad"]) + [0] * (4 - len(given["pad"]))
+        if given["mode"] != "constant" or len(pad) != 4 or min(pad) < 0:
+            raise self.unsupported(f"{what} (mode {given['mode']!r}, pads {tuple(given['pad'])}): only constant "
+                                   f"padding of height and width")
+        if not any(pad):
+            self.alias(x, out, what)
+            return
+        left, right, top, bottom = pad
+        self.add("Padding", "pad", [self.blob(x, what)], out,
+                 {0: top, 1: bottom, 2: left, 3: right, 4: 0, 5: float(given["value"] or 0.0)})
+
+    def _crop(self, x: torch.Tensor, index: Any, out: torch.Tensor, what: str) -> None:
+        """``x[..., a:b, c:d]`` and other step-1 slices of channels, height and width (FCN's final crop)."""
+        index = index if isinstance(index, tuple) else (index,)
+        if any(i is not Ellipsis and not isinstance(i, slice) for i in index) or index.count(Ellipsis) > 1:
+            raise self.unsupported(f"{what} with an index other than slices")
+        if Ellipsis in index:
+            k = index.index(Ellipsis)
+            index = index[:k] + (slice(None),) * (x.dim() - len(index) + 1) + index[k + 1:]
+        index = index + (slice(None),) * (x.dim() - len(index))
+        ranges = [s.indices(n) for s, n in zip(index, x.shape)]  # (start, stop, step) per axis
+        if x.dim() != 4 or any(step != 1 for _, _, step in ranges) or ranges[0][0] != 0 or out.shape[0] != x.shape[0]:
+            raise self.unsupported(f"{what} (a slice of the batch, or with a step, or of a {x.dim()}-d tensor)")
+        (_, c0, h0, w0) = (r[0] for r in ranges)
+        self.add("Crop", "crop", [self.blob(x, what)], out, {0: w0, 1: h0, 2: c0, 3: out.shape[3], 4: out.shape[2],
+                                                             5: out.shape[1]})
 
     def _interpolate(self, args: tuple, kwargs: dict, out: torch.Tensor) -> None:
         names = ("input", "size", "scale_factor", "mode", "align_corners")
