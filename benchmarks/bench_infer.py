@@ -6,8 +6,10 @@ For MobileNetV2 at 224x224, DeepLabv3-MobileNetV2 at 513x513 and YOLOv2 at 416x4
     torchvision eager fp32          the peer, where torchvision has the architecture (MobileNetV2 only)
     betterconv eager fp32           contiguous memory
     betterconv fused + channels-last
+    betterconv fused + Winograd     3x3 stride-1 convolutions as direct or Winograd, per layer (not for MobileNets)
     onnxruntime fp32                the graph `betterconv.deploy.export_onnx` writes
     onnxruntime int8                that graph after `quantize_onnx_static`, calibrated on a few images
+    ncnn fp32                       the graph `betterconv.deploy.export_ncnn` writes, run by ncnn image by image
 
 Run it on an idle machine: each variant's calls run in one block after its own warm-up, and onnxruntime's threads
 busy-wait between operators as PyTorch's OpenMP threads do (interleaved rounds, `--interleave`, suit a shared

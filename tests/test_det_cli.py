@@ -45,6 +45,13 @@ def test_predict_then_eval_from_json_equals_eval_from_model(trained, capsys, tmp
     assert code == 0
     from_json = json.loads(out)
     assert from_json["voc_map"] == pytest.approx(direct["voc_map"], abs=1e-6)
+    code, out, _ = cli(capsys, "eval", "det", "--model", "yolov2_tiny", "--weights", weights, "--data",
+                       f"yolo:{data / 'coco8'}", "--input-size", "128", "--conf-thresh", "0.001", "--json",
+                       "--engine", "ncnn")
+    assert code == 0
+    through_ncnn = json.loads(out)
+    assert through_ncnn["voc_map"] == pytest.approx(direct["voc_map"], abs=2e-3)
+    assert through_ncnn["coco_map"] == pytest.approx(direct["coco_map"], abs=2e-3)
     # the same predictions through the model exported to ncnn: same boxes, to float32 rounding
     code, out, _ = cli(capsys, "predict", "det", "--model", "yolov2_tiny", "--weights", weights, "--input-size",
                        "128", "--conf-thresh", "0.01", "--engine", "ncnn", "--output", tmp_path / "ncnn", *images)

@@ -182,9 +182,15 @@ def cmd_eval(args: argparse.Namespace) -> None:
     if args.predictions:
         detections, ground_truth = _detections_from_json(Path(args.predictions), dataset, args.input_size)
     else:
-        model = _load_detector(args).to(device_for(args.device))
-        detections, ground_truth = detect_dataset(model, dataset, args.input_size, device_for(args.device),
-                                                  conf_thresh=args.conf_thresh, max_images=args.max_images)
+        model = _load_detector(args)
+        forward, device = None, device_for(args.device)
+        if args.engine == "ncnn":
+            if args.device not in (None, "cpu"):
+                raise BetterConvError(f"--engine ncnn runs on the CPU; drop --device {args.device}")
+            forward, device = _ncnn_forward(model, args.input_size), torch.device("cpu")
+        detections, ground_truth = detect_dataset(model.to(device), dataset, args.input_size, device,
+                                                  conf_thresh=args.conf_thresh, max_images=args.max_images,
+                                                  forward=forward)
     n = len(detections)
     result = evaluate_detections(detections, ground_truth, dataset.num_classes, class_names=dataset.class_names,
                                  image_ids=dataset.image_ids[:n], category_ids=getattr(dataset, "category_ids", None),
@@ -350,6 +356,9 @@ def add_parsers(sub, train_sub, eval_sub, predict_sub) -> None:
         add_model_arguments(p)
         p.add_argument("--input-size", type=int, default=416)
         p.add_argument("--conf-thresh", type=float, default=0.005)
+        p.add_argument("--engine", choices=("pytorch", "ncnn"), default="pytorch",
+                       help="ncnn: run the model exported to ncnn, on the CPU (float32; YOLOv2 at 416 on 2 CPU "
+                            "cores: 82 ms a forward, eager PyTorch 227; the export takes a few seconds)")
 
     p = eval_sub.add_parser("det", help="VOC07 11-point and all-point mAP, COCO AP (pycocotools)")
     model_args(p)
@@ -363,9 +372,6 @@ def add_parsers(sub, train_sub, eval_sub, predict_sub) -> None:
     p = predict_sub.add_parser("det", help="boxes and labels drawn on each image, and one COCO results JSON")
     model_args(p)
     p.add_argument("--nms-iou", type=float, default=0.45)
-    p.add_argument("--engine", choices=("pytorch", "ncnn"), default="pytorch",
-                   help="ncnn: run the model exported to ncnn (float32; YOLOv2 at 416 on 2 CPU cores: 82 ms a "
-                        "forward, eager PyTorch 227; the export takes a few seconds)")
     p.add_argument("--output", required=True)
     p.add_argument("images", nargs="+")
     p.set_defaults(func=cmd_predict, conf_thresh=0.25)

@@ -8,7 +8,8 @@ with the class as the group. Boxes are clipped to the image after NMS, as darkne
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 from torchvision.ops import batched_nms
@@ -132,8 +133,11 @@ def to_coco_results(detections: Sequence[Mapping[str, torch.Tensor]], image_ids:
 
 def detect_dataset(model: torch.nn.Module, dataset, input_size: int, device: torch.device | str = "cpu",
                    conf_thresh: float = 0.005, nms_iou: float = 0.45, batch_size: int = 8,
-                   max_images: int | None = None, progress: bool = True) -> tuple[list[dict], list[dict]]:
+                   max_images: int | None = None, progress: bool = True,
+                   forward: Callable[[torch.Tensor], Any] | None = None) -> tuple[list[dict], list[dict]]:
     """Run a YOLOv2-style model over `dataset` (whose transform is `eval_transform(input_size)`, a plain resize).
+    `forward` computes the raw outputs in the model's place (an `NcnnModel` of it, say); the model still gives the
+    anchors, classes and location rule.
 
     Returns per image the detections and the ground truth, both in pixels of the original image."""
     from torch.utils.data import DataLoader, Subset
@@ -152,8 +156,8 @@ def detect_dataset(model: torch.nn.Module, dataset, input_size: int, device: tor
                                leave=False) as bar:
         for images, targets in loader:
             sizes = [tuple(int(v) for v in t["orig_size"]) for t in targets]  # (H, W) of the originals
-            dets = postprocess(model_outputs(module(images.to(device))), module.head_anchors(), module.num_classes,
-                               images.shape[-2:], conf_thresh, nms_iou, image_sizes=sizes,
+            dets = postprocess(model_outputs((forward or module)(images.to(device))), module.head_anchors(),
+                               module.num_classes, images.shape[-2:], conf_thresh, nms_iou, image_sizes=sizes,
                                location=getattr(module, "location", "sigmoid"))
             detections += [{k: v.cpu() for k, v in d.items()} for d in dets]
             ground_truth += [{"boxes": unresize_boxes(t["boxes"], size, input_size, clip=False),
