@@ -203,3 +203,36 @@ def test_cli_export_ncnn(capsys, tmp_path):
     bad = parser.parse_args(["export", "yolov2_tiny", "--format", "ncnn", "--output", str(tmp_path / "w.bin")])
     with pytest.raises(BetterConvError, match=r"name the ncnn graph \(\.param\)"):
         bad.func(bad)
+
+
+def test_reference_weights_keep_their_answers_through_ncnn(tmp_path):
+    """Google's MobileNetV2 and DeepLabv3 (Coral's TFLite files, imported): ncnn's top-1 on every photo is the
+    TFLite interpreter's, and its bird segmentation agrees with PyTorch's pixel by pixel (TF "SAME" padding,
+    align-corners bilinear upsampling and image pooling, at the files' own sizes)."""
+    from test_tflite import DEEPLAB, MOBILENET, coral, dequantized, interpreter, photos, run
+
+    from betterconv.interop.tflite import create_tflite_model, read_tflite, tflite_input
+
+    path = coral(MOBILENET)
+    graph, it = read_tflite(path), interpreter(path)
+    inp = tflite_input(graph)
+    model = create_tflite_model(path)
+    export_ncnn(model, tmp_path / "m.param", (3, *inp.size))
+    net = NcnnModel(tmp_path / "m.param")
+    softmax = next(op for op in graph.ops if op.kind == "SOFTMAX")
+    for photo in photos():
+        pixels = inp.load_image(photo)
+        run(it, inp.interpreter_input(pixels))
+        theirs = dequantized(it, graph, softmax.inputs[0]).reshape(-1)
+        assert int(net(inp.to_float(pixels))[0].argmax()) == int(theirs.argmax()), photo.name
+
+    path = coral(DEEPLAB)
+    inp = tflite_input(path)
+    model = create_tflite_model(path)
+    export_ncnn(model, tmp_path / "d.param", (3, *inp.size))
+    x = inp.to_float(inp.load_image(coral("images/bird_segmentation.bmp")))
+    with torch.no_grad():
+        ours = model(x)[0].argmax(0)
+    agreement = float((NcnnModel(tmp_path / "d.param")(x)[0].argmax(0) == ours).float().mean())
+    print(f"DeepLab bird: ncnn vs PyTorch argmax agreement {agreement:.5f}")
+    assert agreement >= 0.999, agreement  # ties between logits within float rounding may fall either way
