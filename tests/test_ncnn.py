@@ -148,6 +148,8 @@ def test_normalised_graph_takes_unit_images(tmp_path):
         ref = model(Normalize(mean, std)(x))
     assert float((NcnnModel(path)(x) - ref).abs().max()) <= 1e-4 * max(1.0, float(ref.abs().max()))
     assert read_param(path)[1][0] == "Scale"
+    export_ncnn(model, path, (3, 64, 64), normalize=((0, 0, 0), (1, 1, 1)))  # darknet's: an identity, no layer
+    assert "Scale" not in [layer[0] for layer in read_param(path)]
 
 
 class EveryOther(nn.Module):

@@ -204,6 +204,8 @@ class _Graph:
             self._reorg(name, module.stride, x, out)
         elif isinstance(module, ChannelShuffle):  # ShuffleNet §3.1: (g, C/g) channels transposed, ncnn's order too
             self.add("ShuffleChannel", name, [src], out, {0: module.groups, 1: 0})
+        elif isinstance(module, Normalize) and bool((module.mean == 0).all() and (module.std == 1).all()):
+            self.alias(x, out, name)  # darknet's (0, 1): nothing to compute
         elif isinstance(module, Normalize):
             channels = x.shape[1]
             std = module.std.flatten().double().expand(channels)
