@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -36,7 +37,7 @@ def main() -> None:
               "rows": rows, "iou_kmeans_k5_anchors_grid_units": [[float(a), float(b)] for a, b in anchors],
               "input_size": args.input_size, "paper_voc2007": {"cluster_sse_5": 0.587, "cluster_iou_5": 0.610,
                                                                 "anchor_boxes_9": 0.609, "cluster_iou_9": 0.672},
-              "command": "python benchmarks/anchors_table1.py " + " ".join(sys.argv[1:]),
+              "command": "python benchmarks/anchors_table1.py " + shlex.join(sys.argv[1:]),
               "date": datetime.date.today().isoformat()}
     out = ROOT / "benchmarks" / "results" / "anchors_table1.json"
     write_atomic(out, json.dumps(report, indent=2).encode())

@@ -13,6 +13,7 @@ import datetime
 import io
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -34,7 +35,7 @@ def main() -> None:
     print(format_conv_cost(rows))
     report = {"benchmark": "bench_conv", "rows": rows_to_dicts(rows), "threads": args.threads,
               "load_average": os.getloadavg(), "torch": torch.__version__,
-              "command": "python benchmarks/bench_conv.py " + " ".join(sys.argv[1:]),
+              "command": "python benchmarks/bench_conv.py " + shlex.join(sys.argv[1:]),
               "date": datetime.date.today().isoformat()}
     write_atomic(ROOT / "benchmarks" / "results" / "bench_conv.json", json.dumps(report, indent=2).encode())
 

@@ -30,6 +30,7 @@ import ctypes
 import datetime
 import json
 import os
+import shlex
 import statistics
 import sys
 import tempfile
@@ -227,7 +228,7 @@ def main() -> None:
         "benchmark": "bench_yolov2_speed", "model": "yolov2 (yolov2-voc.cfg, 20 classes), 416x416, batch 1",
         "weights": "seeded YOLOv2 with calibrated batch norm, written as a darknet .weights file; the same file "
                    "loaded by every engine",
-        "command": "python benchmarks/bench_yolov2_speed.py " + " ".join(sys.argv[1:]),
+        "command": "python benchmarks/bench_yolov2_speed.py " + shlex.join(sys.argv[1:]),
         "date": datetime.date.today().isoformat(), "machine": machine_info(args.threads),
         "versions": {**versions(), "opencv": cv2.__version__, "darknet": "Debian package libdarknet.so"},
         "rounds": args.rounds, "blocks": args.blocks, "agreement": agreement, "winograd_layers": winograd_layers,

@@ -19,6 +19,7 @@ import argparse
 import datetime
 import json
 import os
+import shlex
 import statistics
 import sys
 import tempfile
@@ -118,7 +119,7 @@ def main() -> None:
         latency[label] = {f"ms_{s}": round(latency_ms(model, s, args.latency_repeats), 3) for s in (size, 224)}
         print(f"{label}: batch-1 latency {latency[label]}")
 
-    report = {"benchmark": "cls_compare", "command": "python benchmarks/cls_compare.py " + " ".join(sys.argv[1:]),
+    report = {"benchmark": "cls_compare", "command": "python benchmarks/cls_compare.py " + shlex.join(sys.argv[1:]),
               "date": datetime.date.today().isoformat(),
               "recipe": {"optimizer": "sgd", "momentum": 0.9, "schedule": "cosine", "lr": args.lr,
                          "batch_size": args.batch_size, "input_size": size, "augmentation": "padded random crop "

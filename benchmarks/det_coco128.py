@@ -20,6 +20,7 @@ import datetime
 import json
 import os
 import platform
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -87,7 +88,7 @@ def main() -> None:
         "recipe": {"optimizer": "adamw", "lr": args.lr, "schedule": "cosine", "warmup_steps": 50,
                    "batch_size": args.batch_size, "epochs": args.epochs, "multiscale": False,
                    "augmentation": f"darknet jitter {args.jitter}, flip, HSV"},
-        "command": "python benchmarks/det_coco128.py " + " ".join(sys.argv[1:]),
+        "command": "python benchmarks/det_coco128.py " + shlex.join(sys.argv[1:]),
         "date": datetime.date.today().isoformat(),
         "budget": {"device": "cpu", "threads": torch.get_num_threads(), "cpu": platform.processor() or "x86_64",
                    "train_seconds": round(train_seconds)},

@@ -30,6 +30,7 @@ import json
 import math
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import time
@@ -180,7 +181,7 @@ def main() -> None:
               "val_split": args.val_split, "input_size": args.input_size, "epochs": epochs,
               "batch_size": args.batch_size, "train_args": args.train_args,
               "backbone_weights": args.backbone_weights, "command": "python benchmarks/det_ladder.py "
-              + " ".join(sys.argv[1:]), "date": datetime.date.today().isoformat(),
+              + shlex.join(sys.argv[1:]), "date": datetime.date.today().isoformat(),
               "budget": {"device": gpu or "cpu", "cpu_cores": os.cpu_count(), "cpu": platform.processor(),
                          "rungs_side_by_side": args.jobs, "workers_per_rung": args.workers,
                          "train_wall_seconds": round(train_wall), "time_budget": args.time_budget, "probe": probe,

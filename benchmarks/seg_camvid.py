@@ -25,6 +25,7 @@ import datetime
 import json
 import os
 import platform
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -127,7 +128,7 @@ def main() -> None:
         "data": f"CamVid (SegNet split): trained on {args.train_split} ({'367' if args.train_split == 'train' else '468'}"
                 " images), evaluated on 233 test images at 360x480, 11 classes, void ignored",
         "recipe": "SGD momentum 0.9, poly power 0.9 from lr, weight decay 4e-5, batch norm trained",
-        "command": "python benchmarks/seg_camvid.py " + " ".join(sys.argv[1:]),
+        "command": "python benchmarks/seg_camvid.py " + shlex.join(sys.argv[1:]),
         "date": datetime.date.today().isoformat(),
         "budget": {"device": "cpu", "threads": torch.get_num_threads(), "cpu": platform.processor() or "x86_64",
                    "train_seconds": round(train_seconds), "epochs": args.epochs,
