@@ -540,7 +540,7 @@ class NcnnModel:
         opt.num_threads = threads or torch.get_num_threads()
         for flag in ("use_fp16_packed", "use_fp16_storage", "use_fp16_arithmetic", "use_bf16_storage",
                      "use_bf16_packed"):
-            setattr(opt, flag, False)  # float32 throughout (ncnn's defaults store weights in float16 on x86)
+            setattr(opt, flag, False)  # float32 throughout, also on CPUs where ncnn's defaults would use float16
         if net.load_param(str(self.param)) != 0:
             raise BetterConvError(f"{self.param}: not an ncnn .param file ncnn can read")
         if net.load_model(str(self.weights)) != 0:
