@@ -181,6 +181,22 @@ def _tolerance(reference: torch.Tensor, atol: float) -> float:
     return atol * max(1.0, float(reference.abs().max()))
 
 
+def check_output(path: Path, engine: str, got: torch.Tensor | np.ndarray, reference: torch.Tensor,
+                 atol: float) -> float:
+    """max |got - reference| of an exported file's output, after checking its shape; raises `BetterConvError`
+    (nothing is written) when it exceeds `atol` scaled by the output's magnitude (`_tolerance`)."""
+    got = torch.as_tensor(got)
+    if tuple(got.shape) != tuple(reference.shape):
+        raise BetterConvError(f"{path}: {engine} output shape {tuple(got.shape)} differs from PyTorch's "
+                              f"{tuple(reference.shape)}")
+    diff = float((got.float() - reference).abs().max())
+    limit = _tolerance(reference, atol)
+    if not diff <= limit:
+        raise BetterConvError(f"{path}: {engine} output differs from PyTorch by {diff:.3g} (limit {limit:.3g}); "
+                              f"nothing written")
+    return diff
+
+
 def onnx_session(path: str | Path | bytes):
     """An onnxruntime CPU session for an ONNX file (or its bytes), with graph optimisations at the basic level."""
     try:
@@ -282,14 +298,7 @@ def export_onnx(model: nn.Module, path: str | Path, input_size: Sequence[int] = 
                 got = run_onnx(onnx_session(tmp), x)
             except Exception as e:
                 raise BetterConvError(f"{path}: onnxruntime cannot run the exported graph: {_first_line(e)}") from e
-            if got.shape != tuple(reference.shape):
-                raise BetterConvError(f"{path}: ONNX output shape {got.shape} differs from PyTorch's "
-                                      f"{tuple(reference.shape)}")
-            diff = float(np.abs(got - reference.numpy()).max())
-            limit = _tolerance(reference, atol)
-            if not diff <= limit:
-                raise BetterConvError(f"{path}: ONNX output differs from PyTorch by {diff:.3g} (limit {limit:.3g}); "
-                                      f"nothing written")
+            diff = check_output(path, "ONNX", got, reference, atol)
         os.replace(tmp, path)
     return diff
 
@@ -323,10 +332,6 @@ def export_torchscript(model: nn.Module, path: str | Path, input_size: Sequence[
             with torch.no_grad(), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 got = torch.jit.load(str(tmp), map_location="cpu")(x).float()
-            diff = float((got - reference).abs().max())
-            limit = _tolerance(reference, atol)
-            if not diff <= limit:
-                raise BetterConvError(f"{path}: TorchScript output differs from PyTorch by {diff:.3g} "
-                                      f"(limit {limit:.3g}); nothing written")
+            diff = check_output(path, "TorchScript", got, reference, atol)
         os.replace(tmp, path)
     return diff

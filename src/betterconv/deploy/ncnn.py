@@ -46,7 +46,7 @@ from ..layers.reorg import Reorg
 from ..layers.shuffle import ChannelShuffle
 from ..models.darknet import DarknetMaxPool
 from .export import (ONNX_ATOL, Normalize, _check_input_size, _check_normalize, _example_input, _first_line,
-                     _reference, _tolerance, prepare_for_export, temporary_path)
+                     _reference, check_output, prepare_for_export, temporary_path)
 
 __all__ = ["NcnnModel", "export_ncnn"]
 
@@ -606,17 +606,8 @@ def export_ncnn(model: nn.Module, path: str | Path, input_size: Sequence[int] = 
             references = _reference(model, norm, x, several=True)
             outs = NcnnModel(tmp_param, tmp_weights)(x)
             outs = outs if isinstance(outs, tuple) else (outs,)
-            diff = 0.0
-            for i, (got, reference) in enumerate(zip(outs, references, strict=True)):
-                if tuple(got.shape) != tuple(reference.shape):
-                    raise BetterConvError(f"{path}: ncnn output {i} has shape {tuple(got.shape)}, PyTorch's "
-                                          f"{tuple(reference.shape)}")
-                d = float((got - reference).abs().max())
-                limit = _tolerance(reference, atol)
-                if not d <= limit:
-                    raise BetterConvError(f"{path}: ncnn output {i} differs from PyTorch by {d:.3g} "
-                                          f"(limit {limit:.3g}); nothing written")
-                diff = max(diff, d)
+            diff = max(check_output(path, f"ncnn (output {i})", got, reference, atol)
+                       for i, (got, reference) in enumerate(zip(outs, references, strict=True)))
         os.replace(tmp_weights, weights_path)
         os.replace(tmp_param, path)
     return diff
