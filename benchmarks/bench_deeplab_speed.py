@@ -47,7 +47,7 @@ import torchvision
 from torch import nn
 
 import betterconv
-from betterconv.analysis.infer_bench import cpu_model, load_average
+from betterconv.analysis.timing import cpu_model, load_average
 from betterconv.interop.torchvision import map_torchvision_state_dict
 
 IMPLS = ("torchvision", "betterconv")

@@ -36,7 +36,8 @@ import time
 from pathlib import Path
 
 from betterconv._io import write_atomic
-from betterconv.analysis.infer_bench import bench_record, load_average, measure_inference
+from betterconv.analysis.infer_bench import bench_record, measure_inference
+from betterconv.analysis.timing import load_average
 
 # model, input size, timed rounds per batch size, warm-up calls (a big model's batch of 8 takes seconds)
 PLAN = {

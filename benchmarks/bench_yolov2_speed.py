@@ -92,15 +92,16 @@ def main() -> None:
     from torchvision.ops import box_iou
 
     from betterconv._io import write_atomic
-    from betterconv.analysis.infer_bench import (_ort_call, _ort_session, _time_in_blocks, _Timed, _torch_call,
-                                                 calibrate_batch_norm, machine_info, versions)
+    from betterconv.analysis.infer_bench import calibrate_batch_norm
+    from betterconv.analysis.timing import (Timed, machine_info, ort_call, ort_session, time_in_blocks, torch_call,
+                                            versions)
     from betterconv.deploy.export import export_onnx
     from betterconv.deploy.fuse import fuse_batch_norm
     from betterconv.deploy.ncnn import NcnnModel, export_ncnn
     from betterconv.deploy.quantize import calibration_images, quantize_onnx_static
     from betterconv.deploy.winograd import winograd_convolutions
     from betterconv.interop.darknet import load_darknet_weights, save_darknet_weights
-    from betterconv.models import create_model
+    from betterconv import create_model
     from betterconv.tasks.detection import postprocess
 
     torch.set_num_threads(args.threads)
@@ -115,14 +116,14 @@ def main() -> None:
     fused = fuse_batch_norm(model).to(memory_format=torch.channels_last)  # a copy
     onnx_path = work / "yolov2.onnx"
     export_onnx(model, onnx_path, (3, SIZE, SIZE), dynamic_batch=False)
-    session = _ort_session(onnx_path, args.threads)
+    session = ort_session(onnx_path, args.threads)
     ncnn_path = work / "yolov2.param"
     export_ncnn(model, ncnn_path, (3, SIZE, SIZE))
     ncnn_model = NcnnModel(ncnn_path, threads=args.threads)
     int8_path = work / "yolov2_int8.onnx"
     calib_files = sorted(IMAGE.parent.glob("*.jpg"))[:args.calibration_images]
     quantize_onnx_static(onnx_path, int8_path, calibration_images(calib_files, (SIZE, SIZE)), check=False)
-    session_int8 = _ort_session(int8_path, args.threads)
+    session_int8 = ort_session(int8_path, args.threads)
     fused_bf16 = fuse_batch_norm(model).to(torch.bfloat16, memory_format=torch.channels_last)
     net = cv2.dnn.readNetFromDarknet(str(CFG), str(weights))
     net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
@@ -181,24 +182,24 @@ def main() -> None:
     print("agreement with betterconv:", json.dumps(agreement))
 
     engines = [
-        _Timed("betterconv eager fp32", _torch_call(model, x)),
-        _Timed("betterconv fused + channels-last", _torch_call(fused, x_cl)),
-        _Timed("betterconv onnxruntime fp32", _ort_call(session, blob)),
-        _Timed("betterconv fused + Winograd fp32", _torch_call(winograd, x_cl)),
-        _Timed("betterconv ncnn fp32", lambda: ncnn_model(x)),
-        _Timed("betterconv onnxruntime int8", _ort_call(session_int8, blob)),
-        _Timed("betterconv fused + channels-last bf16", _torch_call(fused_bf16, x_cl.to(torch.bfloat16))),
-        _Timed("opencv dnn", lambda: _opencv_forward(net, blob)),
-        _Timed("opencv dnn, Winograd off", lambda: _opencv_forward(net_direct, blob)),
-        _Timed("darknet (libdarknet)", lambda: darknet(x[0].numpy(), raw.numel())),
+        Timed("betterconv eager fp32", torch_call(model, x)),
+        Timed("betterconv fused + channels-last", torch_call(fused, x_cl)),
+        Timed("betterconv onnxruntime fp32", ort_call(session, blob)),
+        Timed("betterconv fused + Winograd fp32", torch_call(winograd, x_cl)),
+        Timed("betterconv ncnn fp32", lambda: ncnn_model(x)),
+        Timed("betterconv onnxruntime int8", ort_call(session_int8, blob)),
+        Timed("betterconv fused + channels-last bf16", torch_call(fused_bf16, x_cl.to(torch.bfloat16))),
+        Timed("opencv dnn", lambda: _opencv_forward(net, blob)),
+        Timed("opencv dnn, Winograd off", lambda: _opencv_forward(net_direct, blob)),
+        Timed("darknet (libdarknet)", lambda: darknet(x[0].numpy(), raw.numel())),
     ]
-    heads = {thresh: _Timed(f"decode + NMS (conf {thresh})",
-                            lambda thresh=thresh: postprocess(raw, model.anchors, c, SIZE, conf_thresh=thresh))
+    heads = {thresh: Timed(f"decode + NMS (conf {thresh})",
+                           lambda thresh=thresh: postprocess(raw, model.anchors, c, SIZE, conf_thresh=thresh))
              for thresh in (0.005, 0.25)}
     # each engine's calls in one block after its own warm-up: an engine's busy-waiting threads (onnxruntime with
     # spinning, PyTorch's OpenMP) must not compete with the next engine's call, as they do in interleaved rounds
     for _ in range(args.blocks):
-        _time_in_blocks(engines + list(heads.values()), 1, args.rounds, None)
+        time_in_blocks(engines + list(heads.values()), 1, args.rounds, None)
     for e in engines:
         print(f"{e.variant}: median {statistics.median(e.wall):.1f} ms over {len(e.wall)} calls")
     median = {e.variant: statistics.median(e.wall) for e in engines + list(heads.values())}

@@ -97,9 +97,8 @@ def main() -> None:
     from betterconv._io import write_atomic
     from betterconv.analysis.profile import profile
     from betterconv.cli import main as cli
-    from betterconv.commands.classification import _dataset
-    from betterconv.data.classification import eval_transform, held_out_split
-    from betterconv.models import create_model
+    from betterconv.data.classification import classification_dataset, eval_transform, held_out_split
+    from betterconv import create_model
     from betterconv.tasks.classification import evaluate_classifier
 
     specs = {"fashion-mnist": f"fashion-mnist:{FASHION}", "cifar10": f"folder:{DATA / 'cifar10-test'}"}
@@ -128,7 +127,7 @@ def main() -> None:
     for dataset in wanted:
         spec, epochs = specs[dataset], getattr(args, f"epochs_{dataset.replace('-', '_')}")
         test_split = held_out_split(spec)
-        test_set = _dataset(spec, test_split, eval_transform(size), False)
+        test_set = classification_dataset(spec, test_split, transform=eval_transform(size))
         rows = []
         for label, name, kwargs in MODELS:
             run = Path(args.output) / f"{dataset}_{label.split()[0].lower()}_{len(rows)}"
@@ -151,7 +150,7 @@ def main() -> None:
                    "params": prof.params, "macs": prof.macs, "train_seconds": round(seconds),
                    "epochs": epochs, **latency[label]}
             if name == "mobilenet_v2":
-                train_set = _dataset(spec, "train", eval_transform(size), False)
+                train_set = classification_dataset(spec, "train", transform=eval_transform(size))
                 with tempfile.TemporaryDirectory() as tmp:
                     row["int8"] = int8_check(model, train_set, test_set, size, Path(tmp))
             rows.append(row)

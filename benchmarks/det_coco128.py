@@ -51,9 +51,9 @@ def main() -> None:
     from betterconv._io import write_atomic
     from betterconv.analysis.profile import profile
     from betterconv.cli import main as cli
-    from betterconv.commands.detection import _dataset
+    from betterconv.data.detection import detection_dataset
     from betterconv.data.det_transforms import eval_transform
-    from betterconv.models import create_model
+    from betterconv import create_model
     from betterconv.tasks.detection import evaluate_detector
 
     spec, split, size = f"yolo:{root}", "train2017", args.input_size
@@ -72,7 +72,7 @@ def main() -> None:
 
     run = Path(args.output)
     model = create_model("yolov2_tiny", weights=run / "model.safetensors").eval()
-    dataset = _dataset(spec, split, eval_transform(size), False)
+    dataset = detection_dataset(spec, split, transform=eval_transform(size))
     r = evaluate_detector(model, dataset, size, "cpu")
     keys = ("coco_map", "coco_map50", "coco_map75", "coco_map_small", "coco_map_medium", "coco_map_large",
             "voc07_map", "voc_map")

@@ -129,9 +129,9 @@ def main() -> None:
     torch.set_num_threads(max(1, os.cpu_count() or 1))
 
     from betterconv._io import write_atomic
-    from betterconv.commands.detection import _dataset
+    from betterconv.data.detection import detection_dataset
     from betterconv.data.det_transforms import eval_transform
-    from betterconv.models import create_model
+    from betterconv import create_model
     from betterconv.tasks.detection import evaluate_detector
 
     wanted = args.rungs.split(",")
@@ -163,7 +163,7 @@ def main() -> None:
         if name == "multiscale" and "hires" in wanted:
             sizes.append(("hires", args.hires_size))
         for row_name, size in sizes:
-            dataset = _dataset(args.data, args.val_split, eval_transform(size), False)
+            dataset = detection_dataset(args.data, args.val_split, transform=eval_transform(size))
             r = evaluate_detector(model, dataset, size, device, progress=False)
             base = "multiscale" if row_name == "hires" else RUNGS[name][2]
             while base is not None and base not in rows:  # a rung left out: compare with the one before it

@@ -67,7 +67,7 @@ def main() -> None:
     from betterconv.cli import main as cli
     from betterconv.data.segmentation import segmentation_dataset
     from betterconv.data.transforms import eval_transform
-    from betterconv.models import create_model
+    from betterconv import create_model
     from betterconv.tasks.segmentation import evaluate_segmentation
 
     run = Path(args.output) / f"seg_camvid_{args.experiment}"

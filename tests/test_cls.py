@@ -368,7 +368,7 @@ def test_eval_cli_names_a_bad_file_or_skips_it(trained, capsys, tmp_path):
 
 
 def test_predict_without_class_names_numbers_the_classes(tmp_path, capsys):
-    from betterconv.models import create_model
+    from betterconv import create_model
     from betterconv.weights import save_weights
 
     model = create_model("mobilenet_v1", num_classes=3, width_mult=0.25)

@@ -93,7 +93,7 @@ def test_bad_yolo_labels_name_file_and_line(capsys, tmp_path):
 
 def test_train_ladder_start_hand_picked_anchors_and_offsets(shared_data, tmp_path, capsys):
     # the ablation ladder's first rung: Faster R-CNN's 9 anchors at the input size, anchor-offset location
-    from betterconv.models import create_model
+    from betterconv.weights import create_model
     from betterconv.tasks.anchors import faster_rcnn_anchors
 
     code = main(["train", "det", "--model", "yolov2_tiny", "--data", f"yolo:{shared_data / 'coco8'}", "--epochs", "1",

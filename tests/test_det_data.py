@@ -15,7 +15,7 @@ from betterconv.data.det_transforms import (eval_transform, letterbox, letterbox
                                             unletterbox_boxes, unresize_boxes)
 from betterconv.data.detection import (BadSampleError, COCODetection, DataWarning,
                                        VOCDetection, YOLODetection, collate_detection, detection_dataset,
-                                       read_simple_yaml, to_voc_coordinates)
+                                       read_data_yaml, to_voc_coordinates)
 from betterconv.errors import BetterConvError
 from betterconv.tasks.anchors import (anchors_report, compare_anchors, dataset_boxes, faster_rcnn_anchors,
                                       kmeans_anchors)
@@ -83,7 +83,7 @@ def test_coco8_yaml_names_and_splits(shared_data):
         assert val.image_ids == ["000000000036", "000000000042", "000000000049", "000000000061"]
     train = detection_dataset(f"yolo:{root}", "train")
     assert len(train) == 4 and all(len(r.boxes) for r in train.records)
-    config = read_simple_yaml(root / "coco8.yaml")
+    config = read_data_yaml(root / "coco8.yaml")
     assert config["train"] == "images/train" and config["path"] is None and config["names"]["79"] == "toothbrush"
 
 
@@ -91,7 +91,7 @@ def test_simple_yaml_forms(tmp_path):
     path = tmp_path / "d.yaml"
     path.write_text("path: .  # root\ntrain: [a/images, 'b/images']\nval: list.txt\nnames:\n  - cat\n  - 'dog # 2'\n"
                     "other: {0: x, 1: y}\n")
-    config = read_simple_yaml(path)
+    config = read_data_yaml(path)
     assert config == {"path": ".", "train": ["a/images", "b/images"], "val": "list.txt",
                       "names": ["cat", "dog # 2"], "other": {"0": "x", "1": "y"}}
 

@@ -17,7 +17,7 @@ from betterconv.commands import export as export_command
 from betterconv.deploy import (Normalize, count_batch_norms, export_onnx, export_torchscript, fuse_batch_norm,
                                onnx_session, quantize_onnx_static, run_onnx)
 from betterconv.errors import BetterConvError
-from betterconv.models import create_model
+from betterconv import create_model
 from betterconv.weights import save_weights
 
 pytest.importorskip("onnxruntime")
@@ -215,7 +215,7 @@ def coral_images(shared_data: Path) -> list[Path]:
 def test_int8_mobilenet_v2_keeps_coral_top1(shared_data, tmp_path):
     """Issue 6: the ImageNet MobileNetV2 imported from Coral's .tflite keeps its top-1 on the Coral test images
     after int8 quantisation (calibrated on those images)."""
-    from betterconv.data.class_names import TF_MEAN, TF_STD
+    from betterconv.models.info import TF_MEAN, TF_STD
     from betterconv.interop.tflite import create_tflite_model, tflite_input
 
     tflite = shared_data / "coral" / "mobilenet_v2_1.0_224_quant.tflite"

@@ -3,9 +3,9 @@ import json
 
 import pytest
 
-from betterconv.analysis.infer_bench import (VARIANTS, InferBenchResult, InferRow, add_bench_infer_parser,
-                                             measure_inference, torchvision_peer)
+from betterconv.analysis.infer_bench import VARIANTS, InferBenchResult, InferRow, measure_inference, torchvision_peer
 from betterconv.cli import _Parser
+from betterconv.commands.bench import add_infer_parser
 from betterconv.errors import BetterConvError
 
 pytest.importorskip("onnxruntime")
@@ -106,7 +106,7 @@ def test_cli(tmp_path, capsys):
     parser = _Parser(prog="betterconv")
     bench = parser.add_subparsers(dest="command").add_parser("bench").add_subparsers(dest="bench",
                                                                                      parser_class=_Parser)
-    add_bench_infer_parser(bench)
+    add_infer_parser(bench)
     out = tmp_path / "infer.json"
     args = parser.parse_args(["bench", "infer", "mobilenet_v2", "--input-size", "64", "64", "--batch", "1",
                               "--repeats", "1", "--warmup", "0", "--threads", "1", "--arg", "width_mult=0.35",
@@ -125,15 +125,15 @@ def test_cli(tmp_path, capsys):
 
 def test_blocked_timing_calls_each_variant_in_one_block():
     """`interleave=False`: every variant's timed calls run back to back (its warm-up first), none in between."""
-    from betterconv.analysis import infer_bench
+    from betterconv.analysis import timing
 
     calls = []
-    timed = [infer_bench._Timed(v, lambda v=v: calls.append(v)) for v in ("a", "b")]
-    assert infer_bench._time_in_blocks(timed, warmup=1, rounds=3, time_budget_s=None) == 3
+    timed = [timing.Timed(v, lambda v=v: calls.append(v)) for v in ("a", "b")]
+    assert timing.time_in_blocks(timed, warmup=1, rounds=3, time_budget_s=None) == 3
     assert calls == ["a"] * 4 + ["b"] * 4
     calls.clear()
-    timed = [infer_bench._Timed(v, lambda v=v: calls.append(v)) for v in ("a", "b")]
-    assert infer_bench._time_interleaved(timed, warmup=1, rounds=2, time_budget_s=None, log=lambda m: None) == 2
+    timed = [timing.Timed(v, lambda v=v: calls.append(v)) for v in ("a", "b")]
+    assert timing.time_interleaved(timed, warmup=1, rounds=2, time_budget_s=None, log=lambda m: None) == 2
     assert calls == ["a", "b", "a", "b", "b", "a"]
     r = measure_inference("mobilenet_v2", input_size=(64, 64), model_kwargs=TINY, batches=(1,), repeats=2,
                           warmup=0, threads=1, variants=["torchvision_eager", "onnxruntime_fp32"], interleave=False)

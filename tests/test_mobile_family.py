@@ -6,7 +6,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from betterconv.errors import BetterConvError
-from betterconv.models import create_model, list_models
+from betterconv import create_model, list_models
 from betterconv.models.mobilenet_v1 import mobilenet_v1
 from betterconv.models.shufflenet import shufflenet_channels, shufflenet_v1
 

@@ -16,7 +16,7 @@ from betterconv.deploy import Normalize, fuse_batch_norm
 from betterconv.deploy.ncnn import NcnnModel, export_ncnn
 from betterconv.errors import BetterConvError
 from betterconv.layers.upsample import BilinearUpsample
-from betterconv.models import create_model
+from betterconv import create_model
 
 from test_export import randomise_batch_norm
 

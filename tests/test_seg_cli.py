@@ -124,7 +124,7 @@ def test_export_chooses_between_best_and_last(tmp_path):
     from safetensors.torch import load_file
 
     from betterconv.commands.segmentation import _export_weights
-    from betterconv.models import create_model
+    from betterconv import create_model
 
     model = create_model("fcn32s_mobilenet_v2", num_classes=3, width_mult=0.35)
     best = {k: v + 1 if v.is_floating_point() else v for k, v in model.state_dict().items()}

@@ -15,7 +15,7 @@ import torch
 from betterconv.errors import BetterConvError
 from betterconv.interop.tflite import (TFLiteInput, create_tflite_model, load_tflite, read_tflite, tflite_input,
                                        tflite_model_config)
-from betterconv.models import create_model
+from betterconv import create_model
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CORAL = SHARED_DATA / "coral"

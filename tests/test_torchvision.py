@@ -9,7 +9,7 @@ from torchvision.models import segmentation
 
 import betterconv
 from betterconv import BetterConvError, create_model
-from betterconv.models.fcn import convolutionalize
+from betterconv import convolutionalize
 from betterconv.weights import load_weights, read_metadata, save_weights
 
 TORCHVISION = {

@@ -7,7 +7,7 @@ from torch import nn
 from betterconv.deploy.fuse import fuse_batch_norm
 from betterconv.deploy.winograd import WinogradConv2d, winograd_convolutions, winograd_eligible
 from betterconv.errors import BetterConvError
-from betterconv.models import create_model
+from betterconv import create_model
 
 
 def _relative_error(y: torch.Tensor, ref: torch.Tensor) -> float:

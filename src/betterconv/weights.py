@@ -1,5 +1,8 @@
-"""Loading and saving weights: betterconv safetensors (with metadata), torchvision state dicts, darknet `.weights`,
-TFLite flatbuffers.
+"""The api layer: models created with weights, and weights loaded and saved: betterconv safetensors (with
+metadata), torchvision state dicts, darknet `.weights`, TFLite flatbuffers.
+
+`create_model(name, weights=...)` builds the registered model in the configuration the file implies and loads it;
+`weights_preprocessing` says how the file's model expects its input (mean/std, input size, class names).
 
 Nothing is unpickled unless the caller says the file is trusted: `.pth` files are read with
 `torch.load(..., weights_only=True)`, which refuses anything that needs code execution.
@@ -14,10 +17,21 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torchvision
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
 from ._io import write_atomic
-from .errors import BetterConvError
+from .data.class_names import default_class_names
+from .errors import BetterConvError, first_line
+from .interop.darknet import load_darknet_weights
+from .interop.tflite import load_tflite, tflite_input, tflite_model_config
+from .interop.torchvision import map_torchvision_state_dict, torchvision_config, torchvision_family
+from .interop.torchvision import vgg_from_torchvision
+from .models import build, model_info
+from .models.fcn import convolutionalize as convolutionalize_vgg
+from .models.info import DARKNET_MEAN, DARKNET_STD, TF_MEAN, TF_STD
 
 SAFETENSORS_FORMAT = "betterconv"
 
@@ -34,8 +48,6 @@ def read_checkpoint(path: str | Path, trusted: bool = False) -> tuple[dict[str, 
     if not path.is_file():
         raise BetterConvError(f"{path}: no such file")
     if _is_safetensors(path):
-        from safetensors import SafetensorError, safe_open
-
         try:
             with safe_open(str(path), framework="pt") as f:
                 meta = f.metadata() or {}
@@ -55,8 +67,7 @@ def read_checkpoint(path: str | Path, trusted: bool = False) -> tuple[dict[str, 
         raise BetterConvError(f"{path}: refused to unpickle: it holds more than tensors ({reason[:160]}); "
                               f"load it only if you trust it (trusted=True / --trusted)") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise BetterConvError(f"{path}: not a weights file ({first[:120]})") from None
+        raise BetterConvError(f"{path}: not a weights file ({first_line(e, 120)})") from None
     if isinstance(obj, Mapping) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
         for key in ("model", "state_dict", "model_state"):  # training checkpoints wrap the state dict
             if isinstance(obj.get(key), Mapping):
@@ -85,9 +96,7 @@ def _check_and_load(model: nn.Module, state: Mapping[str, torch.Tensor], path: P
 
 def _apply_state(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
     if set(state) != set(model.state_dict()):
-        from .interop.torchvision import looks_like_torchvision, map_torchvision_state_dict
-
-        if looks_like_torchvision(state):
+        if torchvision_family(state):
             state = map_torchvision_state_dict(model, state, str(path))
     _check_and_load(model, state, path)
 
@@ -99,32 +108,30 @@ def load_weights(model: nn.Module, path: str | Path, *, trusted: bool = False) -
         raise BetterConvError(f"{path}: no such file")
     suffix = path.suffix.lower()
     if suffix == ".weights":
-        from .interop.darknet import load_darknet_weights
-
         load_darknet_weights(model, path)
     elif suffix == ".tflite":
-        from .interop.tflite import load_tflite
-
         load_tflite(model, path)
     else:
         _apply_state(model, read_checkpoint(path, trusted)[0], path)
     return model
 
 
-def create_with_weights(name: str, path: str | Path, kwargs: dict[str, Any], trusted: bool = False) -> nn.Module:
-    """Build model `name` in the configuration the weights file implies (its recorded builder keywords, or the
-    torchvision / TFLite configuration), with `kwargs` taking precedence, and load the file into it."""
-    from .models._registry import build
+def create_model(name: str, *, weights: str | Path | None = None, trusted: bool = False, **kwargs: Any) -> nn.Module:
+    """Build registered model `name`; unknown keywords raise `BetterConvError` naming the keywords it does take.
 
-    path = Path(path)
+    `weights` loads a file (betterconv safetensors, torchvision state dict, darknet `.weights`, `.tflite`) into the
+    model built in the configuration the file implies (its recorded builder keywords, or the torchvision / TFLite
+    configuration), with `kwargs` taking precedence. `trusted=True` allows unpickling a `.pth` that holds more
+    than tensors."""
+    if weights is None:
+        return build(name, kwargs)
+    path = Path(weights)
     if not path.is_file():
         raise BetterConvError(f"{path}: no such file")
     suffix = path.suffix.lower()
     if suffix in (".weights", ".tflite"):
         config = {}
         if suffix == ".tflite":
-            from .interop.tflite import tflite_model_config
-
             tflite_name, config = tflite_model_config(path)
             if tflite_name != name:
                 raise BetterConvError(f"{path}: holds a {tflite_name}, not a {name}")
@@ -136,14 +143,49 @@ def create_with_weights(name: str, path: str | Path, kwargs: dict[str, Any], tru
         if meta.get("betterconv.model") != name:
             raise BetterConvError(f"{path}: holds weights for {meta.get('betterconv.model')}, not {name}")
         config = dict(meta.get("betterconv.model_kwargs", {}))
-    else:
-        from .interop.torchvision import TORCHVISION_CONFIGS, looks_like_torchvision
-
-        if looks_like_torchvision(state) and name in TORCHVISION_CONFIGS:
-            config = dict(TORCHVISION_CONFIGS[name][1])
+    elif torchvision_family(state):
+        config = torchvision_config(name)
     model = build(name, {**config, **kwargs})
     _apply_state(model, state, path)
     return model
+
+
+def weights_preprocessing(name: str, weights: str | Path | None = None) -> dict[str, Any]:
+    """How model `name` with these weights expects its input: `mean`, `std` (in [0, 1] units), `input_size`
+    (C, H, W) and `class_names` (None when not recorded).
+
+    What the file records wins (betterconv safetensors); otherwise its format decides (TFLite: x / 127.5 - 1 at the
+    graph's own input size; darknet: x / 255), and for other files the model's record (its paper's input size and
+    the normalisation of its reference weights)."""
+    info = model_info(name)
+    mean, std, size = info.mean, info.std, (3, *info.input_size)
+    meta: dict[str, Any] = {}
+    if weights is not None:
+        path = Path(weights)
+        suffix = path.suffix.lower()
+        if suffix == ".tflite":
+            mean, std, size = TF_MEAN, TF_STD, (3, *tflite_input(path).size)
+        elif suffix == ".weights":
+            mean, std = DARKNET_MEAN, DARKNET_STD
+        else:
+            meta = read_metadata(path)
+    return {"mean": tuple(meta.get("betterconv.mean") or mean), "std": tuple(meta.get("betterconv.std") or std),
+            "input_size": tuple(meta.get("betterconv.input_size") or size),
+            "class_names": meta.get("betterconv.class_names")}
+
+
+def output_class_names(model: nn.Module) -> tuple[str, ...] | None:
+    """The standard class names (ImageNet, COCO, VOC, ...) for the number of outputs of `model`'s last layer."""
+    last = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))][-1]
+    return default_class_names(int(getattr(last, "out_features", None) or last.out_channels))
+
+
+def convolutionalize(classifier: nn.Module) -> nn.Module:
+    """FCN §3.1 on betterconv's `vgg16` or torchvision's `VGG` (16 layers): fc6/fc7/fc8 as convolutions with the
+    same weights (`betterconv.models.fcn.convolutionalize`)."""
+    if isinstance(classifier, torchvision.models.VGG):
+        classifier = vgg_from_torchvision(classifier)
+    return convolutionalize_vgg(classifier)
 
 
 def save_weights(model: nn.Module, path: str | Path, *, model_name: str | None = None,
@@ -153,8 +195,6 @@ def save_weights(model: nn.Module, path: str | Path, *, model_name: str | None =
     """Write a safetensors file atomically, with what is needed to rebuild and use the model as metadata.
 
     The model name and builder keywords default to those `create_model` recorded on the model."""
-    from safetensors.torch import save
-
     model_name = model_name or getattr(model, "model_name", None)
     if model_name is None:
         raise BetterConvError("save_weights needs model_name for a model not built by create_model")
@@ -167,7 +207,7 @@ def save_weights(model: nn.Module, path: str | Path, *, model_name: str | None =
     encoded = {k: (v if k == "format" else json.dumps(v if not isinstance(v, tuple) else list(v)))
                for k, v in meta.items() if v is not None}
     tensors = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
-    write_atomic(Path(path), save(tensors, metadata=encoded))
+    write_atomic(Path(path), safetensors_bytes(tensors, metadata=encoded))
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:

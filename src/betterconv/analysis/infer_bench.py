@@ -27,18 +27,14 @@ int8 kernels) and, by default, busy-waiting worker threads as PyTorch's OpenMP t
 called `warmup` times untimed, then in each of `repeats` rounds each variant runs once, in an order rotated from
 round to round, so that load from other processes falls on all of them alike; or (`interleave=False`, for an idle
 machine) each variant's calls run in one block, so that no engine's busy-waiting threads compete with the next
-engine's call (measured in interleaved rounds with spinning on: torchvision MobileNetV2 batch 1 at 2 threads went
-from 12.8 to 59.6 ms). Reported per variant and batch: median and minimum wall time,
-images per second at the median, median process CPU time, and speed-ups against torchvision eager (its median
-over the variant's; > 1 means faster) and against betterconv eager.
+engine's call (`betterconv.analysis.timing`). Reported per variant and batch: median and minimum wall time, images
+per second at the median, median process CPU time, and speed-ups against torchvision eager (its median over the
+variant's; > 1 means faster) and against betterconv eager.
 """
 from __future__ import annotations
 
-import argparse
 import datetime as dt
-import json
 import os
-import platform
 import shlex
 import statistics
 import sys
@@ -51,13 +47,21 @@ from typing import Any
 
 import numpy as np
 import torch
+import torchvision
 from torch import nn
 
+from ..data.images import image_files
+from ..deploy import (NcnnModel, calibration_images, export_ncnn, export_onnx, fuse_batch_norm, quantize_onnx_static,
+                      winograd_convolutions)
+from ..deploy.winograd import winograd_eligible
 from ..errors import BetterConvError
+from ..interop.torchvision import map_torchvision_state_dict
+from ..models import create_model, model_info, paper_input_size
+from .timing import (Timed, cpu_model, load_average, machine_info, ort_call, ort_session, time_in_blocks,
+                     time_interleaved, torch_call, versions)
 
-__all__ = ["VARIANTS", "InferRow", "InferBenchResult", "add_bench_infer_parser", "bench_record",
-           "calibrate_batch_norm", "cpu_model", "load_average", "machine_info", "measure_inference",
-           "torchvision_peer", "versions"]
+__all__ = ["VARIANTS", "InferRow", "InferBenchResult", "bench_record", "calibrate_batch_norm", "measure_inference",
+           "torchvision_peer"]
 
 VARIANTS = ("torchvision_eager", "betterconv_eager", "betterconv_fused_cl", "betterconv_winograd", "onnxruntime_fp32",
             "onnxruntime_int8", "ncnn_fp32")
@@ -72,54 +76,11 @@ LABELS = {
 }
 BETTERCONV_VARIANTS = VARIANTS[1:]
 
-# models that torchvision lacks although a similar name suggests otherwise
-NO_PEER_NOTES = {
-    "deeplabv3_mobilenet_v2": "torchvision has no DeepLabv3 on MobileNetV2 (its deeplabv3_mobilenet_v3_large is a "
-                              "different network)",
-    "yolov2": "torchvision has no YOLOv2",
-    "yolov2_tiny": "torchvision has no YOLOv2",
-}
 # builder keywords that mean the same in torchvision's model classes
 _SHARED_KWARGS = ("num_classes", "width_mult", "round_nearest", "dropout")
-EAGER_TOLERANCE = 1.05  # acceptance: betterconv eager takes at most 5% longer than torchvision eager
-FASTEST_SPEEDUP = 3.0  # acceptance: the fastest betterconv path is 3x faster than torchvision eager at batch 1
-
-
-# --------------------------------------------------------------------------------------------------- the machine
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def load_average() -> list[float] | None:
-    try:
-        return [round(v, 2) for v in os.getloadavg()]
-    except OSError:
-        return None
-
-
-_THREAD_ENV = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME", "MKL_NUM_THREADS")
-
-
-def machine_info(threads: int | Sequence[int]) -> dict[str, Any]:
-    return {"cpu": cpu_model(), "logical_cpus": os.cpu_count(), "threads": threads, "platform": platform.platform(),
-            "load_average": load_average(), "thread_environment": {k: os.environ.get(k) for k in _THREAD_ENV}}
-
-
-def versions() -> dict[str, str | None]:
-    out: dict[str, str | None] = {"python": platform.python_version(), "torch": torch.__version__}
-    for name in ("torchvision", "onnx", "onnxruntime", "betterconv"):
-        try:
-            out[name] = getattr(__import__(name), "__version__", None)
-        except ImportError:
-            out[name] = None
-    return out
+# the thresholds `InferBenchResult.acceptance` checks
+EAGER_TOLERANCE = 1.05  # betterconv eager's time over torchvision eager's, at most
+FASTEST_SPEEDUP = 3.0  # torchvision eager's time over the fastest betterconv path's at batch 1, at least
 
 
 # ------------------------------------------------------------------------------------------------------ the models
@@ -128,26 +89,22 @@ def torchvision_peer(name: str, model_kwargs: Mapping[str, Any] | None = None) -
     """torchvision's model of the same architecture as betterconv's `name` built with `model_kwargs`.
 
     Returns (torchvision builder name or None, the keywords to build betterconv's model with, a note). The keywords
-    are the `TORCHVISION_CONFIGS` entry's (segmentation models without their auxiliary head: only the main output
-    is timed) updated with `model_kwargs`; a keyword torchvision has no equivalent for means no peer."""
-    from ..interop.torchvision import TORCHVISION_CONFIGS
-
+    are the model record's `torchvision_config` (segmentation models without their auxiliary head: only the main
+    output is timed) updated with `model_kwargs`; a keyword torchvision has no equivalent for means no peer."""
+    info = model_info(name)
     kwargs = dict(model_kwargs or {})
-    for tv_name, (bc_name, config) in TORCHVISION_CONFIGS.items():
-        if bc_name != name:
-            continue
-        config = {k: v for k, v in config.items() if k != "aux_head"}
-        foreign = [k for k, v in kwargs.items() if k not in _SHARED_KWARGS and not (k in config and config[k] == v)]
-        if foreign:
-            return None, {**config, **kwargs}, (f"no torchvision peer: torchvision's {tv_name} has no equivalent of "
-                                                f"{', '.join(foreign)}")
-        return tv_name, {**config, **kwargs}, f"torchvision {tv_name}, the same weights loaded into both"
-    return None, kwargs, NO_PEER_NOTES.get(name, f"torchvision has no {name}")
+    if info.torchvision is None:
+        return None, kwargs, info.peer_note or f"torchvision has no {name}"
+    tv_name = info.torchvision
+    config = {k: v for k, v in info.torchvision_config.items() if k != "aux_head"}
+    foreign = [k for k, v in kwargs.items() if k not in _SHARED_KWARGS and not (k in config and config[k] == v)]
+    if foreign:
+        return None, {**config, **kwargs}, (f"no torchvision peer: torchvision's {tv_name} has no equivalent of "
+                                            f"{', '.join(foreign)}")
+    return tv_name, {**config, **kwargs}, f"torchvision {tv_name}, the same weights loaded into both"
 
 
 def _build_torchvision(tv_name: str, kwargs: Mapping[str, Any]) -> nn.Module:
-    import torchvision
-
     shared = {k: v for k, v in kwargs.items() if k in _SHARED_KWARGS}
     if hasattr(torchvision.models.segmentation, tv_name):
         return getattr(torchvision.models.segmentation, tv_name)(weights=None, weights_backbone=None, aux_loss=False,
@@ -185,9 +142,6 @@ def _build_models(name: str, model_kwargs: Mapping[str, Any] | None, seed: int, 
                   ) -> tuple[nn.Module, nn.Module | None, str | None, dict, str, float | None]:
     """(betterconv model, torchvision model or None, its name, betterconv keywords, note,
     max |betterconv - torchvision|)."""
-    from ..interop.torchvision import map_torchvision_state_dict
-    from ..models import create_model
-
     tv_name, kwargs, note = torchvision_peer(name, model_kwargs)
     torch.manual_seed(seed)
     model = create_model(name, **kwargs).eval()
@@ -215,46 +169,22 @@ def _build_models(name: str, model_kwargs: Mapping[str, Any] | None, seed: int, 
     return model, tv, tv_name, kwargs, note, diff
 
 
-def _normalization(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    from ..data.class_names import DARKNET_MEAN, DARKNET_STD, IMAGENET_MEAN, IMAGENET_STD
-
-    return (DARKNET_MEAN, DARKNET_STD) if name.startswith("yolo") else (IMAGENET_MEAN, IMAGENET_STD)
-
-
 def _calibration(name: str, size: tuple[int, int], calibration: Any, count: int, seed: int) -> list[np.ndarray]:
-    """Calibration inputs as the float graph takes them (normalised): image files (paths, a folder, a pattern or a
-    list file as `betterconv export --calib` takes them), arrays, or `count` random images when None."""
-    from ..deploy.quantize import calibration_images
-
-    mean, std = _normalization(name)
+    """Calibration inputs as the float graph takes them (normalised with the model record's mean and std): image
+    files (paths, a folder, a pattern or a list file as `betterconv export --calib` takes them), arrays, or `count`
+    random images when None."""
+    info = model_info(name)
+    mean, std = info.mean, info.std
     if calibration is None:
         g = np.random.default_rng(seed)
         m, s = np.asarray(mean, np.float32).reshape(3, 1, 1), np.asarray(std, np.float32).reshape(3, 1, 1)
         return [((g.random((3, *size), dtype=np.float32) - m) / s).astype(np.float32) for _ in range(count)]
     if isinstance(calibration, (str, Path)):
-        from ..commands.export import calibration_files
-
-        return calibration_images(calibration_files(str(calibration), count), size, (mean, std))
+        return calibration_images(image_files(calibration, count, option="--calib"), size, (mean, std))
     items = list(calibration)
     if items and isinstance(items[0], (str, Path)):
         return calibration_images(items[:count], size, (mean, std))
     return [np.asarray(a, dtype=np.float32) for a in items[:count]]
-
-
-def _ort_session(path: Path, threads: int, spinning: bool = True):
-    """An onnxruntime session for timing. With `spinning` its worker threads busy-wait between operators, as
-    PyTorch's OpenMP threads do by default (measured, MobileNetV2 224 batch 1, 2 threads: 4.76 ms without, 4.05 ms
-    with); without, they sleep, which is kinder to other processes on a shared machine."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
-    opts.log_severity_level = 3
-    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
 
 
 # ------------------------------------------------------------------------------------------------------ the result
@@ -301,8 +231,9 @@ class InferBenchResult:
         return list(dict.fromkeys(r.batch for r in self.rows))
 
     def acceptance(self) -> dict[str, Any]:
-        """Issue 6's criteria: betterconv eager at most 5% slower than torchvision eager (each batch), and the
-        fastest betterconv path at least 3x faster than torchvision eager at batch 1. Empty without a peer."""
+        """Whether betterconv eager is at most 5% slower than torchvision eager (`EAGER_TOLERANCE`, each batch)
+        and the fastest betterconv path at least `FASTEST_SPEEDUP` times faster than torchvision eager at batch 1.
+        Empty without a peer."""
         if self.torchvision_model is None:
             return {}
         out: dict[str, Any] = {"eager_within_5_percent": {}, "eager_passes": True}
@@ -361,67 +292,6 @@ class InferBenchResult:
 
 # ---------------------------------------------------------------------------------------------------- measurement
 
-class _Timed:
-    def __init__(self, variant: str, call: Callable[[], Any]) -> None:
-        self.variant, self.call = variant, call
-        self.wall: list[float] = []
-        self.cpu: list[float] = []
-
-    def timed(self) -> None:
-        c0, t0 = time.process_time(), time.perf_counter()
-        self.call()
-        t1, c1 = time.perf_counter(), time.process_time()
-        self.wall.append((t1 - t0) * 1000)
-        self.cpu.append((c1 - c0) * 1000)
-
-
-def _time_interleaved(timed: Sequence[_Timed], warmup: int, rounds: int, time_budget_s: float | None,
-                      log: Callable[[str], None]) -> int:
-    """Rounds of one call per variant, the order rotated from round to round; returns the rounds run."""
-    for t in timed:  # warm-up: allocator, oneDNN primitive caches, onnxruntime's first-run set-up
-        for _ in range(warmup):
-            t.call()
-    began = time.perf_counter()
-    for r in range(rounds):
-        k = r % len(timed)
-        for t in timed[k:] + timed[:k]:  # rotate the order so that no variant always runs first
-            t.timed()
-        log(f"round {r + 1}/{rounds}: " + ", ".join(f"{t.variant} {t.wall[-1]:.1f} ms" for t in timed))
-        if time_budget_s is not None and r + 1 >= min(3, rounds) and time.perf_counter() - began > time_budget_s:
-            log(f"time budget of {time_budget_s:g} s spent after {r + 1} round(s)")
-            return r + 1
-    return rounds
-
-
-def _time_in_blocks(timed: Sequence[_Timed], warmup: int, rounds: int, time_budget_s: float | None) -> int:
-    """Each variant's calls back to back, right after its own warm-up, so that no other engine's worker threads are
-    still busy-waiting when it runs (onnxruntime with spinning, PyTorch's OpenMP); the time budget is shared out.
-    Returns the fewest calls any variant made."""
-    for t in timed:
-        for _ in range(warmup):
-            t.call()
-        began = time.perf_counter()
-        for r in range(rounds):
-            t.timed()
-            if (time_budget_s is not None and r + 1 >= min(3, rounds)
-                    and time.perf_counter() - began > time_budget_s / len(timed)):
-                break
-    return min(len(t.wall) for t in timed)
-
-
-def _torch_call(model: nn.Module, x: torch.Tensor) -> Callable[[], Any]:
-    def call() -> Any:
-        with torch.inference_mode():
-            return model(x)
-
-    return call
-
-
-def _ort_call(session: Any, x: np.ndarray) -> Callable[[], Any]:
-    name = session.get_inputs()[0].name
-    return lambda: session.run(None, {name: x})
-
-
 def _repeats_for(repeats: int | Mapping[int, int], batch: int) -> int:
     n = repeats.get(batch, max(repeats.values())) if isinstance(repeats, Mapping) else repeats
     if int(n) < 1:
@@ -443,14 +313,9 @@ def measure_inference(name: str, *, input_size: Sequence[int] | None = None, bat
     `calibration_count` random images. With `time_budget_s`, the rounds of a batch size stop once they have taken
 that long (after at least 3, or all if fewer were asked for); `repeats` in the result says how many ran. The ONNX
 files go to `workdir` (kept) or a temporary folder. `ort_spinning`: onnxruntime's threads busy-wait (see
-    `_ort_session`). `interleave`: rounds of one call per variant (robust to load from other processes), else each
-    variant's calls in one block (`_time_in_blocks`: no engine's spinning threads slow the next). Returns an
+    `timing.ort_session`). `interleave`: rounds of one call per variant (robust to load from other processes), else
+    each variant's calls in one block (`timing.time_in_blocks`: no engine's spinning threads slow the next). Returns an
     `InferBenchResult`; `torch`'s thread count is restored afterwards."""
-    from ..deploy import (NcnnModel, export_ncnn, export_onnx, fuse_batch_norm, quantize_onnx_static,
-                          winograd_convolutions)
-    from ..deploy.winograd import winograd_eligible
-    from ..models import paper_input_size
-
     log = log or (lambda msg: None)
     wanted = list(variants or VARIANTS)
     unknown = [v for v in wanted if v not in VARIANTS]
@@ -509,7 +374,7 @@ files go to `workdir` (kept) or a temporary folder. `ort_spinning`: onnxruntime'
                 checks["max_abs_diff_onnx_fp32_vs_eager"] = diff
                 log(f"  exported {fp32.name} (max |ONNX - PyTorch| {diff:.2e})")
                 if "onnxruntime_fp32" in wanted:
-                    sessions["onnxruntime_fp32"] = _ort_session(fp32, threads, ort_spinning)
+                    sessions["onnxruntime_fp32"] = ort_session(fp32, threads, ort_spinning)
                 if "onnxruntime_int8" in wanted:
                     images = _calibration(name, size, calibration, calibration_count, seed)
                     report = quantize_onnx_static(fp32, int8, images, check=True, batch_size=len(images) or 1)
@@ -517,7 +382,7 @@ files go to `workdir` (kept) or a temporary folder. `ort_spinning`: onnxruntime'
                     checks["int8_top1_agreement_on_calibration"] = report.top1_agreement
                     checks["int8_max_abs_diff_on_calibration"] = report.max_abs_diff
                     log(f"  quantised {int8.name}: {report.format()}")
-                    sessions["onnxruntime_int8"] = _ort_session(int8, threads, ort_spinning)
+                    sessions["onnxruntime_int8"] = ort_session(int8, threads, ort_spinning)
                 # the sessions hold the graphs in memory: the files may go
         if "ncnn_fp32" in wanted:
             with tempfile.TemporaryDirectory(prefix="betterconv-infer-") as tmp:
@@ -547,17 +412,17 @@ files go to `workdir` (kept) or a temporary folder. `ort_spinning`: onnxruntime'
                 if v not in wanted:
                     continue
                 if v == "ncnn_fp32":
-                    timed.append(_Timed(v, lambda net=sessions[v]: net(x_np)))
+                    timed.append(Timed(v, lambda net=sessions[v]: net(x_np)))
                 elif v in sessions:
-                    timed.append(_Timed(v, _ort_call(sessions[v], x_np)))
+                    timed.append(Timed(v, ort_call(sessions[v], x_np)))
                 else:
                     channels_last = v in ("betterconv_fused_cl", "betterconv_winograd")
-                    timed.append(_Timed(v, _torch_call(modules[v], x_cl if channels_last else x)))
+                    timed.append(Timed(v, torch_call(modules[v], x_cl if channels_last else x)))
             if interleave:
-                rounds[batch] = _time_interleaved(timed, warmup, rounds[batch], time_budget_s,
+                rounds[batch] = time_interleaved(timed, warmup, rounds[batch], time_budget_s,
                                                   lambda msg: log(f"  batch {batch} {msg}"))
             else:
-                rounds[batch] = _time_in_blocks(timed, warmup, rounds[batch], time_budget_s)
+                rounds[batch] = time_in_blocks(timed, warmup, rounds[batch], time_budget_s)
                 log(f"  batch {batch}, {rounds[batch]} call(s) each: "
                     + ", ".join(f"{t.variant} {statistics.median(t.wall):.1f} ms" for t in timed))
             by = {t.variant: t for t in timed}
@@ -581,11 +446,11 @@ files go to `workdir` (kept) or a temporary folder. `ort_spinning`: onnxruntime'
         elapsed_s=round(time.perf_counter() - start, 1))
 
 
-# ----------------------------------------------------------------------------------------------------------- CLI
+# ------------------------------------------------------------------------------------------------------ the record
 
 def bench_record(results: Sequence[InferBenchResult], **extra: Any) -> dict[str, Any]:
     """The JSON record of one or more measurements: date, command, machine (CPU, threads, load average before
-    the first and after the last), versions, `extra` settings, each result and the acceptance verdicts."""
+    the first and after the last), versions, `extra` settings, each result and its `acceptance` checks."""
     counts = sorted({r.threads for r in results})
     threads = counts[0] if len(counts) == 1 else counts
     machine = machine_info(threads)
@@ -605,51 +470,3 @@ def bench_record(results: Sequence[InferBenchResult], **extra: Any) -> dict[str,
             "results": [r.to_dict() for r in results],
             "acceptance": {f"{r.model}, {r.threads} thread(s)": r.acceptance() for r in results
                            if r.torchvision_model is not None}}
-
-
-def _cmd_bench_infer(args: argparse.Namespace) -> None:
-    from .._io import write_atomic
-    from ..cli import model_kwargs
-
-    say = (lambda msg: print(msg, flush=True)) if args.verbose else None
-    result = measure_inference(args.model, input_size=args.input_size, batches=args.batch, repeats=args.repeats,
-                               warmup=args.warmup, threads=args.threads, model_kwargs=model_kwargs(args.arg),
-                               variants=args.variants, calibration=args.calib, calibration_count=args.calib_count,
-                               seed=args.seed, time_budget_s=args.time_budget, ort_spinning=not args.no_ort_spinning,
-                               interleave=not args.blocked, log=say)
-    data = bench_record([result])
-    print(json.dumps(data, indent=2) if args.json else result.format())
-    if args.output:
-        write_atomic(Path(args.output), (json.dumps(data, indent=2) + "\n").encode())
-
-
-def add_bench_infer_parser(bench_sub: Any) -> argparse.ArgumentParser:
-    """Add `infer` to the `betterconv bench` sub-commands; returns its parser."""
-    p = bench_sub.add_parser("infer", help="latency and throughput: eager, fused channels-last, onnxruntime fp32 "
-                                           "and int8, against torchvision eager")
-    p.add_argument("model", help="registered model name (see `betterconv list`)")
-    p.add_argument("--input-size", nargs=2, type=int, default=None, metavar=("H", "W"),
-                   help="input height and width (default: the paper's, e.g. 224x224, 513x513 for DeepLabv3)")
-    p.add_argument("--batch", type=int, nargs="+", default=[1, 8], help="batch sizes (default: 1 8)")
-    p.add_argument("--repeats", type=int, default=10, help="timed rounds, each runs every variant once (default 10)")
-    p.add_argument("--warmup", type=int, default=2, help="untimed calls of each variant first (default 2)")
-    p.add_argument("--threads", type=int, default=2, help="PyTorch and onnxruntime intra-op threads (default 2)")
-    p.add_argument("--arg", action="append", default=[], metavar="NAME=VALUE",
-                   help="a keyword argument of the model builder, e.g. width_mult=0.5 (repeatable)")
-    p.add_argument("--variants", nargs="+", choices=VARIANTS, default=None, help="measure only these")
-    p.add_argument("--calib", default=None,
-                   help="int8 calibration images: a folder, a glob pattern, an image or a list file (default: random "
-                        "images)")
-    p.add_argument("--calib-count", type=int, default=4, help="calibration images to use (default 4)")
-    p.add_argument("--time-budget", type=float, default=None, metavar="S",
-                   help="stop a batch size's rounds after S seconds (at least 3 rounds run)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-ort-spinning", action="store_true",
-                   help="onnxruntime's threads sleep between operators instead of busy-waiting as PyTorch's do")
-    p.add_argument("--blocked", action="store_true",
-                   help="time each variant's calls in one block instead of interleaved rounds (an idle machine)")
-    p.add_argument("--verbose", action="store_true", help="print progress, one line per round")
-    p.add_argument("--json", action="store_true", help="print JSON instead of the table")
-    p.add_argument("--output", help="also write the JSON (figures, machine, versions) here, atomically")
-    p.set_defaults(func=_cmd_bench_infer)
-    return p

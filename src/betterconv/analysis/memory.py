@@ -40,6 +40,7 @@ from torch.utils._pytree import tree_leaves
 from torch.utils.weak import WeakIdKeyDictionary
 
 from ..layers import DepthwiseSeparableConv, InvertedResidual, ShuffleUnit
+from ..models import create_model
 
 BYTES_PER_ELEMENT = 2  # Table 3: "We assume 16-bit floats for activations"
 KILO = 1000
@@ -174,7 +175,7 @@ class LiveMemory(TorchDispatchMode):
 
 
 @contextmanager
-def _eval(model: nn.Module) -> Iterator[None]:
+def eval_mode(model: nn.Module) -> Iterator[None]:
     """Eval mode and no grad, restoring every submodule's own training flag afterwards."""
     flags = [(m, m.training) for m in model.modules()]
     model.eval()
@@ -186,14 +187,14 @@ def _eval(model: nn.Module) -> Iterator[None]:
             m.training = training
 
 
-def _example_input(model: nn.Module, input_size: tuple[int, ...]) -> torch.Tensor:
+def example_input(model: nn.Module, input_size: tuple[int, ...]) -> torch.Tensor:
     device = next(chain(model.parameters(), model.buffers()), torch.empty(0)).device
     return torch.randn(1, *input_size, generator=torch.Generator().manual_seed(0)).to(device)
 
 
 def materialised_ops(model: nn.Module, input_size: tuple[int, int, int] = (3, 224, 224)) -> list[MaterialisedOp]:
-    with _eval(model), ExitStack() as stack:
-        x = _example_input(model, input_size)
+    with eval_mode(model), ExitStack() as stack:
+        x = example_input(model, input_size)
         tracker = stack.enter_context(MaterialisationTracker(model))
         model(x)
     return tracker.ops
@@ -367,8 +368,6 @@ def _kilo(nbytes: int) -> str:
 
 def memory_column(label: str, model_name: str, kwargs: dict[str, Any], paper: str | None = None,
                   input_size: tuple[int, int, int] = (3, 224, 224)) -> MemoryColumn:
-    from ..models import create_model
-
     model = create_model(model_name, **kwargs)
     return MemoryColumn(label, model_name, dict(kwargs), memory_rows(materialised_ops(model, input_size)),
                         tuple(input_size[1:]), paper)

@@ -25,7 +25,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ..errors import BetterConvError
 from ..layers import Reorg
-from .memory import BYTES_PER_ELEMENT, LiveMemory, MaterialisationTracker, _eval, _example_input
+from .memory import BYTES_PER_ELEMENT, LiveMemory, MaterialisationTracker, eval_mode, example_input
 from .receptive_field import Field, FieldTracker
 
 # modules whose output is a reshape that moves s x s pixels into channels: darknet's reorg
@@ -100,8 +100,8 @@ def profile(model: nn.Module, input_size: tuple[int, int, int] = (3, 224, 224)) 
     for name, module in model.named_modules():
         names.setdefault(module, name or type(model).__name__)
     rows: list[LayerRow] = []
-    with _eval(model), ExitStack() as stack:
-        x = _example_input(model, input_size)
+    with eval_mode(model), ExitStack() as stack:
+        x = example_input(model, input_size)
         flops = stack.enter_context(FlopCounterMode(display=False))
         fields = stack.enter_context(FieldTracker())
         live = stack.enter_context(LiveMemory(model))

@@ -11,28 +11,32 @@ from typing import Any
 
 import torch
 from torch import nn
+from torchvision.transforms.v2.functional import pil_to_tensor
 
+from ..analysis.heatmap import read_image
+from ..data.classification import classification_dataset, eval_transform, held_out_split, train_transform
+from ..engine import Trainer, TrainConfig
 from ..errors import BetterConvError
-from ._common import add_run_arguments, device_for, init_from
+from ..models import model_arguments
+from ..models.info import IMAGENET_MEAN, IMAGENET_STD
+from ..tasks.classification import (ModelEMA, class_names_for, classification_loss, ema_state_to_model,
+                                    evaluate_classifier, predict_topk, recipe_for)
+from ..weights import create_model, save_weights, weights_preprocessing
+from ._common import (add_data_arguments, add_model_arguments, add_run_arguments, add_train_arguments, device_for,
+                      init_from, load_model, model_num_classes, parse_model_args, report_skipped)
 
 DEFAULT_INPUT_SIZE = 224
 
 
 def _dataset(spec: str, split: str, transform, skip_bad: bool):
-    from ..data.classification import classification_dataset
-
-    dataset = classification_dataset(spec, split, transform=transform, skip_bad=skip_bad)
-    if dataset.skipped:
-        print(f"skipped {len(dataset.skipped)} bad samples of {spec} {split}")
-    return dataset
+    return report_skipped(classification_dataset(spec, split, transform=transform, skip_bad=skip_bad),
+                          f"{spec} {split}")
 
 
 def _width_kwargs(model_name: str, width: float | None) -> dict[str, Any]:
     """`--width` as the model's own width keyword (MobileNets: width_mult, ShuffleNet: scale)."""
     if width is None:
         return {}
-    from ..models import model_arguments
-
     accepted = model_arguments(model_name)
     for key in ("width_mult", "scale"):
         if key in accepted:
@@ -41,14 +45,11 @@ def _width_kwargs(model_name: str, width: float | None) -> dict[str, Any]:
 
 
 def build_classifier(args: argparse.Namespace, num_classes: int) -> nn.Module:
-    from ..cli import model_kwargs
-    from ..models import create_model
-
-    kwargs = {"num_classes": num_classes, **_width_kwargs(args.model, args.width), **model_kwargs(args.arg)}
+    """`--model` for `num_classes` classes at `--width`, started from `--init-from` when given."""
+    kwargs = {"num_classes": num_classes, **_width_kwargs(args.model, args.width), **parse_model_args(args.arg)}
     model = create_model(args.model, **kwargs)
     if args.init_from:
-        copied, total = init_from(model, args.init_from, args.trusted)
-        print(f"initialised {copied}/{total} tensors from {args.init_from}")
+        init_from(model, args.init_from, args.trusted)
     return model
 
 
@@ -56,9 +57,6 @@ def train_config(args: argparse.Namespace, num_samples: int):
     """The TrainConfig and recipe of the model (see `tasks.classification.recipe_for`) with the command line's
     overrides; the learning rate scales with the batch unless --lr is given, and --warmup-epochs becomes steps of
     an epoch of `num_samples` images."""
-    from ..engine import TrainConfig
-    from ..tasks.classification import recipe_for
-
     recipe = recipe_for(args.model)
     batch = args.batch_size or recipe.batch_size
     lr = args.lr if args.lr is not None else recipe.lr(batch)
@@ -79,10 +77,6 @@ def train_config(args: argparse.Namespace, num_samples: int):
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from ..data.classification import eval_transform, held_out_split, train_transform
-    from ..engine import Trainer
-    from ..tasks.classification import ModelEMA, classification_loss, evaluate_classifier
-
     size = args.input_size
     train_set = _dataset(args.data, args.train_split, train_transform(size), args.skip_bad)
     val_split = args.val_split or held_out_split(args.data)
@@ -129,10 +123,6 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def export_weights(model: nn.Module, ema, output: Path, class_names: list[str], size: int) -> Path:
     """`output/model.safetensors` from best.pt (else the final weights): the EMA weights when training kept them."""
-    from ..data.class_names import IMAGENET_MEAN, IMAGENET_STD
-    from ..tasks.classification import ema_state_to_model
-    from ..weights import save_weights
-
     best = output / "best.pt"
     final = ema.module if ema is not None else model
     if best.is_file():
@@ -150,41 +140,25 @@ def export_weights(model: nn.Module, ema, output: Path, class_names: list[str], 
 
 
 def _load_classifier(args: argparse.Namespace) -> tuple[nn.Module, dict[str, Any]]:
-    from ..cli import model_kwargs
-    from ..models import create_model
-    from ..weights import read_metadata
-
-    if not args.model or not args.weights:
-        raise BetterConvError("needs --model and --weights")
-    model = create_model(args.model, weights=args.weights, trusted=args.trusted, **model_kwargs(args.arg))
-    return model.eval(), read_metadata(args.weights)
+    """The model with its weights, in eval mode, and its preprocessing (`weights_preprocessing`)."""
+    model = load_model(args).eval()
+    return model, weights_preprocessing(args.model, args.weights)
 
 
-def _num_classes(model: nn.Module) -> int:
-    last = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))][-1]
-    return int(getattr(last, "out_features", None) or last.out_channels)
-
-
-def _preprocessing(args: argparse.Namespace, meta: dict[str, Any]) -> tuple[int, list[float], list[float]]:
-    from ..data.class_names import IMAGENET_MEAN, IMAGENET_STD
-
-    size = args.input_size or (meta.get("betterconv.input_size") or [3, DEFAULT_INPUT_SIZE])[-1]
-    return int(size), meta.get("betterconv.mean") or list(IMAGENET_MEAN), meta.get("betterconv.std") or \
-        list(IMAGENET_STD)
+def _input_size(args: argparse.Namespace, pre: dict[str, Any]) -> int:
+    """`--input-size`, else the side of the input size that goes with the weights."""
+    return int(args.input_size or pre["input_size"][-1])
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from ..data.classification import eval_transform
-    from ..tasks.classification import evaluate_classifier
-
-    model, meta = _load_classifier(args)
-    size, mean, std = _preprocessing(args, meta)
-    dataset = _dataset(args.data, args.split, eval_transform(size, mean, std), args.skip_bad)
-    classes = _num_classes(model)
+    model, pre = _load_classifier(args)
+    size = _input_size(args, pre)
+    dataset = _dataset(args.data, args.split, eval_transform(size, pre["mean"], pre["std"]), args.skip_bad)
+    classes = model_num_classes(model)
     if classes != dataset.num_classes:
         raise BetterConvError(f"{args.weights}: the model has {classes} classes, {args.data} {args.split} has "
                               f"{dataset.num_classes}")
-    recorded = meta.get("betterconv.class_names")
+    recorded = pre["class_names"]
     if recorded and list(recorded) != list(dataset.class_names):
         if sorted(recorded) == sorted(dataset.class_names):  # the same classes in another order: relabel
             _relabel(dataset, [recorded.index(name) for name in dataset.class_names])
@@ -211,15 +185,9 @@ def _relabel(dataset, mapping: list[int]) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    from ..analysis.heatmap import read_image
-    from ..data.classification import eval_transform
-    from ..tasks.classification import class_names_for, predict_topk
-    from torchvision.transforms.v2.functional import pil_to_tensor
-
-    model, meta = _load_classifier(args)
-    size, mean, std = _preprocessing(args, meta)
-    names = class_names_for(_num_classes(model), meta.get("betterconv.class_names"))
-    transform = eval_transform(size, mean, std)
+    model, pre = _load_classifier(args)
+    names = class_names_for(model_num_classes(model), pre["class_names"])
+    transform = eval_transform(_input_size(args, pre), pre["mean"], pre["std"])
     device = device_for(args.device)
     model.to(device)
     results = []
@@ -238,60 +206,55 @@ def cmd_predict(args: argparse.Namespace) -> None:
         print(json.dumps(results, indent=2))
 
 
+DATA_HELP = "folder:PATH (class folders), fashion-mnist:PATH or idx:PATH (MNIST-format files)"
+
+
 def add_parsers(train_sub, eval_sub, predict_sub) -> None:
+    """Register `train cls`, `eval cls` and `predict cls` on the task groups' sub-command parsers."""
     p = train_sub.add_parser("cls", help="train an image classifier (MobileNets: the MobileNetV2 paper's recipe)")
-    p.add_argument("--model", required=True)
-    p.add_argument("--data", required=True, metavar="KIND:PATH",
-                   help="folder:PATH (class folders), fashion-mnist:PATH or idx:PATH (MNIST-format files)")
-    p.add_argument("--train-split", default="train")
+    add_train_arguments(p, "runs/cls", "start from weights where names and shapes match (fine-tuning)")
+    add_data_arguments(p, DATA_HELP)
+    p.add_argument("--train-split", default="train", help="the split to train on (default: train)")
     p.add_argument("--val-split", help="default: val where a folder dataset has one, else test")
-    p.add_argument("--skip-bad", action="store_true", help="skip (and count) unreadable images")
-    p.add_argument("--output", default="runs/cls", help="checkpoints, history.json and model.safetensors")
-    p.add_argument("--resume", action="store_true", help="continue from OUTPUT/last.pt")
-    p.add_argument("--init-from", help="start from weights where names and shapes match (fine-tuning)")
     p.add_argument("--input-size", type=int, default=DEFAULT_INPUT_SIZE, help="training crop (default 224)")
     p.add_argument("--width", type=float, help="width multiplier (MobileNets' width_mult, ShuffleNet's scale)")
-    p.add_argument("--arg", action="append", default=[], metavar="NAME=VALUE", help="model keyword argument")
     p.add_argument("--epochs", type=int, help="override the recipe (MobileNets 300, others 90)")
     p.add_argument("--batch-size", type=int, help="override the recipe (MobileNets 96, others 256)")
     p.add_argument("--lr", type=float, help="override the recipe's rate (default: 0.045 x batch/96 for MobileNets, "
                                             "0.1 x batch/256 otherwise)")
-    p.add_argument("--optimizer", choices=("sgd", "rmsprop", "adamw"))
-    p.add_argument("--schedule", choices=("exponential", "cosine", "poly", "constant"))
+    p.add_argument("--optimizer", choices=("sgd", "rmsprop", "adamw"), help="override the recipe")
+    p.add_argument("--schedule", choices=("exponential", "cosine", "poly", "constant"),
+                   help="learning-rate schedule; overrides the recipe")
     for name in ("momentum", "weight-decay", "rmsprop-decay", "lr-decay"):
         p.add_argument(f"--{name}", type=float, help="override the recipe")
     p.add_argument("--warmup-epochs", type=float, default=0.0, help="linear learning-rate warm-up")
     p.add_argument("--label-smoothing", type=float, default=0.0, help="e.g. 0.1 (default 0: none)")
     p.add_argument("--ema", action="store_true", help="keep an exponential moving average of the weights; it is "
                                                       "what gets evaluated and exported")
-    p.add_argument("--ema-decay", type=float, default=0.9999)
+    p.add_argument("--ema-decay", type=float, default=0.9999, help="decay of the moving average (default 0.9999)")
     p.add_argument("--eval-images", type=int, help="evaluate on N held-out images spread evenly over the split")
-    p.add_argument("--eval-batch-size", type=int, default=64)
+    p.add_argument("--eval-batch-size", type=int, default=64, help="batch size of the evaluations (default 64)")
     add_run_arguments(p)
     p.add_argument("--channels-last", action="store_true", help="channels-last memory format")
     p.set_defaults(func=cmd_train)
 
     def model_arguments(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--model", required=True)
-        p.add_argument("--weights", required=True)
-        p.add_argument("--arg", action="append", default=[], metavar="NAME=VALUE")
-        p.add_argument("--input-size", type=int, help="default: the size recorded in the weights, else 224")
-        p.add_argument("--device")
-        p.add_argument("--trusted", action="store_true")
-        p.add_argument("--json", action="store_true")
+        add_model_arguments(p, required=True)
+        p.add_argument("--input-size", type=int,
+                       help="input side (default: the size recorded in the weights, else the model's)")
+        p.add_argument("--json", action="store_true", help="print JSON")
 
     p = eval_sub.add_parser("cls", help="top-1 / top-5 accuracy of a classifier")
     model_arguments(p)
-    p.add_argument("--data", required=True, metavar="KIND:PATH")
-    p.add_argument("--split", default="test")
-    p.add_argument("--skip-bad", action="store_true")
-    p.add_argument("--batch-size", type=int, default=64)
+    add_data_arguments(p, DATA_HELP)
+    p.add_argument("--split", default="test", help="the split to evaluate (default: test)")
+    p.add_argument("--batch-size", type=int, default=64, help="images per forward (default 64)")
     p.add_argument("--max-images", type=int, help="N images spread evenly over the split")
-    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--workers", type=int, default=0, help="data-loading processes (default 0: in this process)")
     p.set_defaults(func=cmd_eval)
 
     p = predict_sub.add_parser("cls", help="the most likely classes of each image, with probabilities")
     model_arguments(p)
-    p.add_argument("--top-k", type=int, default=5)
-    p.add_argument("images", nargs="+")
+    p.add_argument("--top-k", type=int, default=5, help="classes to list per image (default 5)")
+    p.add_argument("images", nargs="+", help="image files")
     p.set_defaults(func=cmd_predict)

@@ -11,35 +11,45 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import ImageDraw
 from torch import nn
+from torchvision import tv_tensors
+from torchvision.transforms.v2.functional import pil_to_tensor
 
+from .._io import write_atomic
+from ..analysis.heatmap import read_image
+from ..data.class_names import default_class_names
+from ..data.det_transforms import eval_transform, train_transform, unresize_boxes
+from ..data.detection import DataWarning, collate_detection, detection_dataset
+from ..deploy import NcnnModel, export_ncnn
+from ..engine import Trainer, TrainConfig
 from ..errors import BetterConvError
-from ._common import (BACKBONE_CLASSIFIER, add_model_arguments, add_run_arguments, backbone_from_classifier,
-                      device_for, init_from)
-
-# YOLOv2 (yolov2-voc.cfg): SGD, lr 1e-3 after a burn-in, momentum 0.9, weight decay 5e-4, 160 epochs with the rate
-# divided by 10 at epochs 60 and 90 (YOLOv2 §3 "Training for detection"), batch 64, multi-scale 320-608.
-YOLOV2_RECIPE = dict(optimizer="sgd", lr=1e-3, momentum=0.9, weight_decay=5e-4, schedule="step", epochs=160,
-                     milestones=(60, 90), batch_size=64, warmup_steps=1000)
-
+from ..models import DetRecipe, model_info
+from ..models.info import DARKNET_MEAN, DARKNET_STD
+from ..tasks.anchors import (FASTER_RCNN_SHORT_SIDE, anchors_report, dataset_boxes, faster_rcnn_anchors,
+                             kmeans_anchors)
+from ..tasks.detection import detect_dataset, evaluate_detector, model_outputs, postprocess, to_coco_results
+from ..tasks.detection_metrics import coco_image_ids, evaluate_detections
+from ..tasks.multiscale import MultiScale
+from ..tasks.region_loss import RegionLoss, assign_to_scales
+from ..tasks.segmentation import palette
+from ..weights import create_model, save_weights, weights_preprocessing
+from ._common import (add_data_arguments, add_model_arguments, add_run_arguments, add_train_arguments,
+                      backbone_classifier, backbone_from_classifier, device_for, init_from, load_model,
+                      parse_model_args, report_skipped)
 
 def _dataset(spec: str, split: str, transform, skip_bad: bool):
-    from ..data.detection import DataWarning, detection_dataset
-
+    """The dataset, its `DataWarning`s printed as warning lines and its skipped samples counted."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", DataWarning)
         dataset = detection_dataset(spec, split, transform=transform, skip_bad=skip_bad)
     for w in caught:
         if issubclass(w.category, DataWarning):
             print(f"warning: {w.message}")
-    if dataset.skipped:
-        print(f"skipped {len(dataset.skipped)} bad samples of {spec} {split}")
-    return dataset
+    return report_skipped(dataset, f"{spec} {split}")
 
 
 def cmd_anchors(args: argparse.Namespace) -> None:
-    from ..tasks.anchors import anchors_report, dataset_boxes
-
     dataset = _dataset(args.data, args.split, None, args.skip_bad)
     wh, sizes = dataset_boxes(dataset, image_sizes=args.compare)
     print(anchors_report(wh, args.k, args.input_size, args.compare, sizes, source=f"{args.data} {args.split}"))
@@ -49,14 +59,10 @@ def _anchor_kwargs(args: argparse.Namespace, dataset) -> dict[str, Any]:
     if args.anchors == "hand":
         # YOLOv2 §2's starting point, "hand picked priors": Faster R-CNN's 9 anchors, from its 600-pixel frame to
         # the input, in grid cells of 32 pixels
-        from ..tasks.anchors import FASTER_RCNN_SHORT_SIDE, faster_rcnn_anchors
-
         anchors = faster_rcnn_anchors() * (args.input_size / FASTER_RCNN_SHORT_SIDE) / 32
         return {"anchors": [tuple(float(v) for v in a) for a in anchors]}
     if args.anchors != "auto":
         return {}
-    from ..tasks.anchors import dataset_boxes, kmeans_anchors
-
     wh, _ = dataset_boxes(dataset)
     k = args.num_anchors
     anchors = kmeans_anchors(wh, k).anchors(args.input_size)
@@ -66,21 +72,15 @@ def _anchor_kwargs(args: argparse.Namespace, dataset) -> dict[str, Any]:
 
 
 def build_detector(args: argparse.Namespace, dataset) -> nn.Module:
-    from ..cli import model_kwargs
-    from ..models import create_model
-
-    kwargs = {"num_classes": dataset.num_classes, **_anchor_kwargs(args, dataset), **model_kwargs(args.arg)}
+    """`--model` for the dataset's classes with the `--anchors` asked for, its backbone from `--backbone-weights`
+    or all of it from `--init-from`."""
+    kwargs = {"num_classes": dataset.num_classes, **_anchor_kwargs(args, dataset), **parse_model_args(args.arg)}
     model = create_model(args.model, **kwargs)
     if args.backbone_weights:
-        if args.model not in BACKBONE_CLASSIFIER:
-            raise BetterConvError(f"{args.model} has no ImageNet backbone to load")
-        classifier = create_model(BACKBONE_CLASSIFIER[args.model], weights=args.backbone_weights,
-                                  trusted=args.trusted)
-        print(f"backbone: {backbone_from_classifier(model, classifier, args.backbone_weights)} tensors from "
-              f"{args.backbone_weights}")
+        backbone_from_classifier(model, backbone_classifier(args.model, args.backbone_weights, args.trusted),
+                                 args.backbone_weights)
     if args.init_from:
-        copied, total = init_from(model, args.init_from, args.trusted)
-        print(f"initialised {copied}/{total} tensors from {args.init_from}")
+        init_from(model, args.init_from, args.trusted)
     return model
 
 
@@ -90,18 +90,12 @@ class DetectionLoss:
     scales each truth is predicted by the scale holding its best-shaped anchor (YOLOv3 §2.3)."""
 
     def __init__(self, model: nn.Module, batch_size: int, multiscale: bool, seed: int) -> None:
-        from ..tasks.multiscale import MultiScale
-        from ..tasks.region_loss import RegionLoss
-
         location = getattr(model, "location", "sigmoid")
         self.heads = [RegionLoss(a.cpu(), model.num_classes, location=location) for a in model.head_anchors()]
         self.multiscale = MultiScale(seed=seed) if multiscale else None
         self.batch_size = batch_size
 
     def __call__(self, model: nn.Module, batch: tuple[torch.Tensor, list[dict]], step: int) -> torch.Tensor:
-        from ..tasks.detection import model_outputs
-        from ..tasks.region_loss import assign_to_scales
-
         images, targets = batch
         if self.multiscale is not None:
             images, targets, _ = self.multiscale(images, targets, step)
@@ -116,25 +110,28 @@ class DetectionLoss:
         return total
 
 
-def cmd_train(args: argparse.Namespace) -> None:
-    from ..data.det_transforms import eval_transform, train_transform
-    from ..data.detection import collate_detection
-    from ..engine import Trainer, TrainConfig
-    from ..tasks.detection import evaluate_detector
+def _recipe(model_name: str) -> dict[str, Any]:
+    """The training defaults recorded for a detector (its `ModelInfo.recipe`), as `TrainConfig` keywords."""
+    recipe = model_info(model_name).recipe
+    if not isinstance(recipe, DetRecipe):
+        raise BetterConvError(f"{model_name} is not a detector")
+    return recipe.as_config()
 
+
+def cmd_train(args: argparse.Namespace) -> None:
+    recipe = _recipe(args.model)
+    recipe.update({k: getattr(args, k) for k in ("optimizer", "lr", "momentum", "weight_decay", "schedule",
+                                                 "batch_size", "epochs") if getattr(args, k) is not None})
+    if args.milestones is not None:
+        recipe["milestones"] = tuple(args.milestones)
+    if args.warmup_steps is not None:
+        recipe["warmup_steps"] = args.warmup_steps
     load_size = max(608, args.input_size) if args.multiscale else args.input_size
     augment = train_transform(load_size, jitter=args.jitter, hsv=not args.no_hsv)
     train_set = _dataset(args.data, args.train_split, augment, args.skip_bad)
     val_set = _dataset(args.data, args.val_split, eval_transform(args.input_size), args.skip_bad)
     model = build_detector(args, train_set)
     device = device_for(args.device)
-    recipe = {**YOLOV2_RECIPE, **{k: getattr(args, k) for k in ("optimizer", "lr", "momentum", "weight_decay",
-                                                                "schedule", "batch_size", "epochs")
-                                  if getattr(args, k) is not None}}
-    if args.milestones is not None:
-        recipe["milestones"] = tuple(args.milestones)
-    if args.warmup_steps is not None:
-        recipe["warmup_steps"] = args.warmup_steps
 
     def evaluate(m: nn.Module) -> dict:
         r = evaluate_detector(m, val_set, args.input_size, device, max_images=args.eval_images, coco=False)
@@ -153,9 +150,6 @@ def cmd_train(args: argparse.Namespace) -> None:
         print(f"resuming from {Path(args.output) / 'last.pt'} at epoch {trainer.start_epoch + 1}")
     trainer.fit()
     if trainer.dist.is_main:
-        from ..data.class_names import DARKNET_MEAN, DARKNET_STD
-        from ..weights import save_weights
-
         best = Path(args.output) / "best.pt"
         if best.is_file():
             model.load_state_dict(torch.load(best, map_location="cpu", weights_only=True)["model"])
@@ -165,19 +159,12 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def _load_detector(args: argparse.Namespace) -> nn.Module:
-    from ..cli import model_kwargs
-    from ..models import create_model
-
     if not args.model or not args.weights:
         raise BetterConvError("needs --model and --weights")
-    return create_model(args.model, weights=args.weights, trusted=args.trusted, **model_kwargs(args.arg)).eval()
+    return load_model(args).eval()
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from ..data.det_transforms import eval_transform
-    from ..tasks.detection import detect_dataset
-    from ..tasks.detection_metrics import evaluate_detections
-
     dataset = _dataset(args.data, args.split, eval_transform(args.input_size), args.skip_bad)
     if args.predictions:
         detections, ground_truth = _detections_from_json(Path(args.predictions), dataset, args.input_size)
@@ -213,8 +200,6 @@ def cmd_eval(args: argparse.Namespace) -> None:
 def _detections_from_json(path: Path, dataset, input_size: int) -> tuple[list[dict], list[dict]]:
     """Per-image detections from a COCO results file (image_id = COCO id, or the file stem for YOLO data) and the
     dataset's ground truth in original pixels."""
-    from ..data.det_transforms import unresize_boxes
-
     try:
         results = json.loads(path.read_text())
     except (OSError, ValueError) as e:
@@ -223,8 +208,6 @@ def _detections_from_json(path: Path, dataset, input_size: int) -> tuple[list[di
         raise BetterConvError(f"{path}: a COCO results file is a JSON list")
     category_ids = getattr(dataset, "category_ids", None) or [c + 1 for c in range(dataset.num_classes)]
     label_of = {cid: i for i, cid in enumerate(category_ids)}
-    from ..tasks.detection_metrics import coco_image_ids
-
     ids = [str(i) for i in dataset.image_ids]
     index = {i: n for n, i in enumerate(ids)}  # the id as the dataset has it (COCO id or file stem) ...
     if not all(isinstance(i, int) for i in dataset.image_ids):  # ... or the integer COCO id a stem maps to
@@ -254,8 +237,6 @@ def _detections_from_json(path: Path, dataset, input_size: int) -> tuple[list[di
 def _ncnn_forward(model: nn.Module, input_size: int):
     """`model` exported to ncnn at `input_size` (float32, checked against PyTorch) and loaded: an `NcnnModel`
     (ncnn holds the weights in memory; the files are removed)."""
-    from ..deploy.ncnn import NcnnModel, export_ncnn
-
     with tempfile.TemporaryDirectory(prefix="betterconv-ncnn-") as folder:
         param = Path(folder) / "model.param"
         export_ncnn(model, param, (3, input_size, input_size))
@@ -263,24 +244,11 @@ def _ncnn_forward(model: nn.Module, input_size: int):
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    from PIL import ImageDraw
-    from torchvision import tv_tensors
-    from torchvision.transforms.v2.functional import pil_to_tensor
-
-    from .._io import write_atomic
-    from ..analysis.heatmap import read_image
-    from ..data.class_names import default_class_names
-    from ..data.det_transforms import eval_transform
-    from ..tasks.detection import model_outputs, postprocess, to_coco_results
-    from ..tasks.segmentation import palette
-    from ..weights import read_metadata
-
     model = _load_detector(args)
     forward = _ncnn_forward(model, args.input_size) if args.engine == "ncnn" else model
     resize_to_input = eval_transform(args.input_size)
-    meta = read_metadata(args.weights)
-    names = meta.get("betterconv.class_names") or default_class_names(model.num_classes) or \
-        [str(c) for c in range(model.num_classes)]
+    names = weights_preprocessing(args.model, args.weights)["class_names"] or \
+        default_class_names(model.num_classes) or [str(c) for c in range(model.num_classes)]
     output = Path(args.output)
     colours = palette(model.num_classes + 1)[1:]
     detections, ids = [], []
@@ -308,28 +276,27 @@ def cmd_predict(args: argparse.Namespace) -> None:
     print(f"wrote {output / 'detections.json'} ({len(results)} detections, category_id = class index + 1)")
 
 
-def add_parsers(sub, train_sub, eval_sub, predict_sub) -> None:
-    def data(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--data", required=True, metavar="KIND:PATH", help="voc:, coco: or yolo: + dataset root")
-        p.add_argument("--skip-bad", action="store_true", help="skip (and count) unusable samples")
+DATA_HELP = "voc:, coco: or yolo: followed by the dataset root"
 
+
+def add_parsers(sub, train_sub, eval_sub, predict_sub) -> None:
+    """Register `anchors` on the top-level sub-command parsers and `train det`, `eval det`, `predict det` on the
+    task groups'."""
     p = sub.add_parser("anchors", help="YOLOv2 dimension clusters: k-means with 1 - IoU on the boxes of a dataset")
-    data(p)
-    p.add_argument("--split", default="train")
-    p.add_argument("-k", type=int, default=5)
-    p.add_argument("--input-size", type=int, default=416)
+    add_data_arguments(p, DATA_HELP)
+    p.add_argument("--split", default="train", help="the split whose boxes are clustered (default: train)")
+    p.add_argument("-k", type=int, default=5, help="number of clusters (default 5)")
+    p.add_argument("--input-size", type=int, default=416, help="network input size the anchors are for (default 416)")
     p.add_argument("--compare", action="store_true",
                    help="YOLOv2 Table 1: IoU vs squared-Euclidean clusters vs hand-picked anchors, k = 5 and 9")
     p.set_defaults(func=cmd_anchors)
 
     p = train_sub.add_parser("det", help="train YOLOv2 with the paper's recipe")
-    p.add_argument("--model", required=True)
-    data(p)
-    p.add_argument("--train-split", default="train")
-    p.add_argument("--val-split", default="val")
-    p.add_argument("--output", default="runs/det")
-    p.add_argument("--resume", action="store_true")
-    p.add_argument("--input-size", type=int, default=416)
+    add_train_arguments(p, "runs/det", "start from weights where names and shapes match (fine-tuning)")
+    add_data_arguments(p, DATA_HELP)
+    p.add_argument("--train-split", default="train", help="the split to train on (default: train)")
+    p.add_argument("--val-split", default="val", help="the split to evaluate on after epochs (default: val)")
+    p.add_argument("--input-size", type=int, default=416, help="network input size (default 416)")
     p.add_argument("--no-multiscale", dest="multiscale", action="store_false",
                    help="train at --input-size only (default: a new size from 320-608 every 10 batches)")
     p.add_argument("--jitter", type=float, default=0.3,
@@ -338,40 +305,40 @@ def add_parsers(sub, train_sub, eval_sub, predict_sub) -> None:
     p.add_argument("--anchors", choices=("default", "auto", "hand"), default="default",
                    help="auto: IoU k-means on the training boxes (YOLOv2 §2 dimension clusters); hand: Faster "
                         "R-CNN's 9 hand-picked anchors (the ablation ladder's start)")
-    p.add_argument("--num-anchors", type=int, default=5)
+    p.add_argument("--num-anchors", type=int, default=5, help="anchors that --anchors auto clusters (default 5)")
     p.add_argument("--backbone-weights", help="Darknet-19 classifier weights (any format) for the backbone")
-    p.add_argument("--init-from")
-    p.add_argument("--arg", action="append", default=[], metavar="NAME=VALUE")
     for name, kind in (("epochs", int), ("batch-size", int), ("lr", float), ("momentum", float),
                        ("weight-decay", float), ("warmup-steps", int)):
-        p.add_argument(f"--{name}", type=kind)
+        p.add_argument(f"--{name}", type=kind, help="override the recipe")
     p.add_argument("--milestones", type=int, nargs="*", help="epochs where the step schedule divides the rate by 10")
-    p.add_argument("--optimizer", choices=("sgd", "rmsprop", "adamw"))
-    p.add_argument("--schedule", choices=("poly", "cosine", "constant", "exponential", "step"))
+    p.add_argument("--optimizer", choices=("sgd", "rmsprop", "adamw"), help="override the recipe")
+    p.add_argument("--schedule", choices=("poly", "cosine", "constant", "exponential", "step"),
+                   help="learning-rate schedule; overrides the recipe")
     p.add_argument("--eval-images", type=int, help="evaluate on the first N validation images only")
     add_run_arguments(p)
     p.set_defaults(func=cmd_train)
 
     def model_args(p: argparse.ArgumentParser) -> None:
         add_model_arguments(p)
-        p.add_argument("--input-size", type=int, default=416)
-        p.add_argument("--conf-thresh", type=float, default=0.005)
+        p.add_argument("--input-size", type=int, default=416, help="network input size (default 416)")
+        p.add_argument("--conf-thresh", type=float, default=0.005,
+                       help="keep detections at least this confident (default: 0.005 for eval, 0.25 for predict)")
         p.add_argument("--engine", choices=("pytorch", "ncnn"), default="pytorch",
-                       help="ncnn: run the model exported to ncnn, on the CPU (float32; YOLOv2 at 416 on 2 CPU "
-                            "cores: 82 ms a forward, eager PyTorch 227; the export takes a few seconds)")
+                       help="ncnn: export the model to ncnn (float32, checked against PyTorch) and run that, on the "
+                            "CPU")
 
     p = eval_sub.add_parser("det", help="VOC07 11-point and all-point mAP, COCO AP (pycocotools)")
     model_args(p)
-    data(p)
-    p.add_argument("--split", default="val")
+    add_data_arguments(p, DATA_HELP)
+    p.add_argument("--split", default="val", help="the split to evaluate (default: val)")
     p.add_argument("--predictions", help="a COCO results JSON to evaluate instead of a model")
-    p.add_argument("--max-images", type=int)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--max-images", type=int, help="evaluate the first N images only")
+    p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_eval)
 
     p = predict_sub.add_parser("det", help="boxes and labels drawn on each image, and one COCO results JSON")
     model_args(p)
-    p.add_argument("--nms-iou", type=float, default=0.45)
-    p.add_argument("--output", required=True)
-    p.add_argument("images", nargs="+")
+    p.add_argument("--nms-iou", type=float, default=0.45, help="non-maximum suppression IoU threshold (default 0.45)")
+    p.add_argument("--output", required=True, help="output folder of the drawn images and detections.json")
+    p.add_argument("images", nargs="+", help="image files")
     p.set_defaults(func=cmd_predict, conf_thresh=0.25)

@@ -3,70 +3,18 @@ PyTorch."""
 from __future__ import annotations
 
 import argparse
-import glob
 import os
 from pathlib import Path
-from typing import Any
 
-from ..errors import BetterConvError
+from ..data.images import image_files
+from ..deploy import calibration_images, export_ncnn, export_onnx, export_torchscript, quantize_onnx_static
+from ..deploy.checks import temporary_path
+from ..errors import BetterConvError, first_line
+from ..weights import create_model, weights_preprocessing
+from ._common import add_arg_option, add_trusted_option, parse_model_args
 
 FORMATS = ("onnx", "torchscript", "ncnn")
 _TORCHSCRIPT_SUFFIXES = (".pt", ".pth", ".ts", ".torchscript", ".jit")
-
-
-def _model_kwargs(pairs: list[str]) -> dict[str, Any]:
-    from ..cli import model_kwargs
-
-    return model_kwargs(pairs)
-
-
-def calibration_files(spec: str, limit: int | None = None) -> list[Path]:
-    """The images that `--calib SPEC` names: a folder (its image files, sorted), a glob pattern such as
-    'images/*.jpg', one image file, or a text file listing image paths one per line (relative to the list's
-    folder). At most `limit` of them, in sorted order."""
-    from ..deploy.quantize import IMAGE_SUFFIXES
-
-    path = Path(spec)
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    elif path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
-        files = [path]
-    elif path.is_file():
-        lines = [line.strip() for line in path.read_text(errors="replace").splitlines()]
-        files = [p if p.is_absolute() else path.parent / p for p in map(Path, filter(None, lines))]
-        absent = [str(p) for p in files if not p.is_file()]
-        if absent:
-            raise BetterConvError(f"--calib {spec}: listed image {absent[0]} does not exist"
-                                  + (f" (+{len(absent) - 1} more)" if len(absent) > 1 else ""))
-    elif glob.has_magic(spec):
-        files = sorted(Path(p) for p in glob.glob(spec) if Path(p).suffix.lower() in IMAGE_SUFFIXES)
-    else:
-        raise BetterConvError(f"--calib {spec}: no such folder, image, list file or matching pattern")
-    if not files:
-        raise BetterConvError(f"--calib {spec}: no images found")
-    return files[:limit] if limit else files
-
-
-def _preprocessing(name: str, weights: str | None, model: Any) -> dict[str, Any]:
-    """mean, std, input_size (C, H, W) and class_names for the export: the weights' metadata when it has them,
-    else what the weights' format implies (TFLite: its input size and x / 127.5 - 1; darknet: x / 255;
-    otherwise ImageNet statistics), and the paper's input size."""
-    from ..data.class_names import DARKNET_MEAN, DARKNET_STD, IMAGENET_MEAN, IMAGENET_STD, TF_MEAN, TF_STD
-    from ..models import paper_input_size
-    from ..weights import read_metadata
-
-    meta = read_metadata(weights) if weights else {}
-    suffix = Path(weights).suffix.lower() if weights else ""
-    mean, std = {".weights": (DARKNET_MEAN, DARKNET_STD), ".tflite": (TF_MEAN, TF_STD)}.get(
-        suffix, (IMAGENET_MEAN, IMAGENET_STD))
-    size = (3, *paper_input_size(name))
-    if suffix == ".tflite":
-        from ..interop.tflite import tflite_input
-
-        size = (3, *tflite_input(weights).size)
-    return {"mean": meta.get("betterconv.mean") or mean, "std": meta.get("betterconv.std") or std,
-            "input_size": tuple(meta.get("betterconv.input_size") or size),
-            "class_names": meta.get("betterconv.class_names")}
 
 
 def _output_format(args: argparse.Namespace, output: Path) -> str:
@@ -78,11 +26,6 @@ def _output_format(args: argparse.Namespace, output: Path) -> str:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from ..deploy import export_onnx, export_torchscript, quantize_onnx_static
-    from ..deploy.export import temporary_path
-    from ..deploy.quantize import calibration_images
-    from ..models import create_model
-
     output = Path(args.output)
     fmt = _output_format(args, output)
     # the cheap checks first: nothing is built or written when the command line is wrong
@@ -96,21 +39,20 @@ def cmd_export(args: argparse.Namespace) -> None:
         raise BetterConvError("--int8 needs calibration images: --calib FOLDER (or a glob pattern or list file)")
     if args.calib and not args.int8:
         raise BetterConvError("--calib is for --int8 only")
-    calib = calibration_files(args.calib, args.calib_limit) if args.int8 else []
+    calib = image_files(args.calib, args.calib_limit, option="--calib") if args.int8 else []
     if args.weights and not Path(args.weights).is_file():
         raise BetterConvError(f"{args.weights}: no such file")
 
-    kwargs = _model_kwargs(args.arg)
+    kwargs = parse_model_args(args.arg)
     try:
         model = create_model(args.model, weights=args.weights, trusted=args.trusted, **kwargs)
     except BetterConvError:
         raise
     except (RuntimeError, ValueError, TypeError, KeyError) as e:  # a builder's own complaint, as one line
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise BetterConvError(f"cannot build {args.model}" + (f" with {args.weights}" if args.weights else "")
-                              + f": {first}") from None
+                              + f": {first_line(e)}") from None
     model.eval()
-    pre = _preprocessing(args.model, args.weights, model)
+    pre = weights_preprocessing(args.model, args.weights)
     size = (3, *args.input_size) if args.input_size else tuple(pre["input_size"])
     normalize = None if args.no_normalize else (pre["mean"], pre["std"])
     contract = ("float32 NCHW RGB in [0, 1], normalised inside (mean "
@@ -120,8 +62,6 @@ def cmd_export(args: argparse.Namespace) -> None:
     shape = f"({batch}, {', '.join(map(str, size))})"
 
     if fmt == "ncnn":
-        from ..deploy.ncnn import export_ncnn
-
         diff = export_ncnn(model, output, size, normalize=normalize)
         print(f"wrote {output} and {output.with_suffix('.bin')}: ncnn float32, input ({', '.join(map(str, size))}) "
               f"per image, {contract}; max |ncnn - PyTorch| = {diff:.3g}")
@@ -166,6 +106,6 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="the graph takes normalised input (default: [0, 1] images, normalised inside)")
     p.add_argument("--static-batch", action="store_true", help="batch size fixed at 1 (default: free)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
-    p.add_argument("--arg", action="append", default=[], metavar="NAME=VALUE", help="model keyword argument")
-    p.add_argument("--trusted", action="store_true", help="allow unpickling a .pth that holds more than tensors")
+    add_arg_option(p)
+    add_trusted_option(p)
     p.set_defaults(func=cmd_export)

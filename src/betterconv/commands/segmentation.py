@@ -11,46 +11,36 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..analysis.heatmap import read_image, to_tensor
+from ..data.segmentation import segmentation_dataset
+from ..data.transforms import eval_transform, train_transform
+from ..engine import Trainer, TrainConfig
 from ..errors import BetterConvError
-from ._common import (BACKBONE_CLASSIFIER, BACKBONE_KEYWORDS, add_model_arguments, add_run_arguments,
-                      backbone_from_classifier, device_for, init_from, parse_floats)
+from ..models.info import IMAGENET_MEAN, IMAGENET_STD
+from ..tasks.segmentation import (evaluate_prediction_files, evaluate_segmentation, median_frequency_weights,
+                                  predict_logits, recipe_for, segmentation_loss, write_prediction)
+from ..weights import create_model, save_weights, weights_preprocessing
+from ._common import (add_data_arguments, add_model_arguments, add_run_arguments, add_train_arguments,
+                      backbone_classifier, backbone_from_classifier, backbone_keywords, device_for, init_from,
+                      load_model, parse_floats, parse_model_args, report_skipped)
+
 
 def build_model(args: argparse.Namespace, num_classes: int) -> nn.Module:
-    from ..cli import model_kwargs
-    from ..models import create_model, model_arguments
-
-    kwargs: dict[str, Any] = {"num_classes": num_classes, **model_kwargs(args.arg)}
+    """`--model` for `num_classes` classes, its backbone from `--backbone-weights` or all of it from `--init-from`."""
+    kwargs: dict[str, Any] = {"num_classes": num_classes, **parse_model_args(args.arg)}
     classifier = None
     if getattr(args, "backbone_weights", None):
-        if args.model not in BACKBONE_CLASSIFIER:
-            raise BetterConvError(f"{args.model} has no ImageNet backbone to load")
-        classifier = create_model(BACKBONE_CLASSIFIER[args.model], weights=args.backbone_weights,
-                                  trusted=args.trusted)
-        for key in BACKBONE_KEYWORDS:
-            if key in classifier.model_kwargs and key in model_arguments(args.model):
-                kwargs.setdefault(key, classifier.model_kwargs[key])
+        classifier = backbone_classifier(args.model, args.backbone_weights, args.trusted)
+        kwargs = {**backbone_keywords(args.model, classifier), **kwargs}
     model = create_model(args.model, **kwargs)
     if classifier is not None:
-        n = backbone_from_classifier(model, classifier, args.backbone_weights)
-        print(f"backbone: {n} tensors from {args.backbone_weights}")
+        backbone_from_classifier(model, classifier, args.backbone_weights)
     if getattr(args, "init_from", None):
-        copied, total = init_from(model, args.init_from, args.trusted)
-        print(f"initialised {copied}/{total} tensors from {args.init_from}")
+        init_from(model, args.init_from, args.trusted)
     return model
 
 
-def _data_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", required=True, metavar="KIND:PATH",
-                   help="voc:, sbd:, camvid:, coco:, coco-all: or folder: followed by the dataset root")
-    p.add_argument("--skip-bad", action="store_true", help="skip (and count) unreadable or inconsistent samples")
-
-
 def cmd_train(args: argparse.Namespace) -> None:
-    from ..data.segmentation import segmentation_dataset
-    from ..data.transforms import eval_transform, train_transform
-    from ..engine import Trainer, TrainConfig
-    from ..tasks.segmentation import evaluate_segmentation, median_frequency_weights, recipe_for, segmentation_loss
-
     recipe = recipe_for(args.model)
     overrides = {k: getattr(args, k) for k in ("optimizer", "lr", "momentum", "weight_decay", "schedule",
                                                "batch_size", "crop_size", "epochs") if getattr(args, k) is not None}
@@ -59,8 +49,7 @@ def cmd_train(args: argparse.Namespace) -> None:
                                      skip_bad=args.skip_bad)
     val_set = segmentation_dataset(args.data, args.val_split, transform=eval_transform(), skip_bad=args.skip_bad)
     for ds in (train_set, val_set):
-        if ds.skipped:
-            print(f"skipped {len(ds.skipped)} bad samples of {args.data}")
+        report_skipped(ds, args.data)
     model = build_model(args, train_set.num_classes)
     if args.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -98,9 +87,6 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def _export_weights(model: nn.Module, output: Path, class_names: list[str], crop: int, use_best: bool = True) -> None:
-    from ..data.class_names import IMAGENET_MEAN, IMAGENET_STD
-    from ..weights import save_weights
-
     best = output / "best.pt"
     if use_best and best.is_file():
         model.load_state_dict(torch.load(best, map_location="cpu", weights_only=True)["model"])
@@ -110,20 +96,11 @@ def _export_weights(model: nn.Module, output: Path, class_names: list[str], crop
 
 
 def _load_for_eval(args: argparse.Namespace) -> nn.Module:
-    from ..cli import model_kwargs
-    from ..models import create_model
-
-    kwargs = model_kwargs(args.arg)
-    if args.output_stride:
-        kwargs["output_stride"] = args.output_stride  # dilation only: the same weights fit
-    return create_model(args.model, weights=args.weights, trusted=args.trusted, **kwargs)
+    # another output stride changes the dilation only: the same weights fit
+    return load_model(args, **({"output_stride": args.output_stride} if args.output_stride else {}))
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from ..data.segmentation import segmentation_dataset
-    from ..data.transforms import eval_transform
-    from ..tasks.segmentation import evaluate_prediction_files, evaluate_segmentation
-
     dataset = segmentation_dataset(args.data, args.split, transform=eval_transform(), skip_bad=args.skip_bad)
     if args.predictions:
         result = evaluate_prediction_files(Path(args.predictions), dataset, dataset.num_classes)
@@ -144,41 +121,37 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    from ..analysis.heatmap import read_image, to_tensor
-    from ..data.class_names import IMAGENET_MEAN, IMAGENET_STD
-    from ..tasks.segmentation import predict_logits, write_prediction
-    from ..weights import read_metadata
-
     model = _load_for_eval(args).eval()
-    meta = read_metadata(args.weights)
-    mean, std = meta.get("betterconv.mean") or IMAGENET_MEAN, meta.get("betterconv.std") or IMAGENET_STD
+    pre = weights_preprocessing(args.model, args.weights)
     output = Path(args.output)
     device = device_for(args.device)
     model.to(device)
     for path in args.images:
         image = read_image(path)
-        prob = predict_logits(model, to_tensor(image, mean, std).to(device), parse_floats(args.scales), args.flip)
+        prob = predict_logits(model, to_tensor(image, pre["mean"], pre["std"]).to(device), parse_floats(args.scales),
+                              args.flip)
         label = prob.argmax(1)[0].cpu().numpy()
         write_prediction(label, image, output, Path(path).stem, prob.shape[1])
         print(f"{path} -> {output / (Path(path).stem + '.png')}")
 
 
+DATA_HELP = "voc:, sbd:, camvid:, coco:, coco-all: or folder: followed by the dataset root"
+
+
 def add_parsers(train_sub, eval_sub, predict_sub) -> None:
+    """Register `train seg`, `eval seg` and `predict seg` on the task groups' sub-command parsers."""
     p = train_sub.add_parser("seg", help="train FCN or DeepLabv3 with the paper's recipe")
-    p.add_argument("--model", required=True)
-    _data_arguments(p)
-    p.add_argument("--train-split", default="train")
-    p.add_argument("--val-split", default="val")
-    p.add_argument("--output", default="runs/seg", help="checkpoints, history.json and model.safetensors")
-    p.add_argument("--resume", action="store_true", help="continue from OUTPUT/last.pt")
+    add_train_arguments(p, "runs/seg", "start from another run's weights where names match (FCN 32s->16s->8s)")
+    add_data_arguments(p, DATA_HELP)
+    p.add_argument("--train-split", default="train", help="the split to train on (default: train)")
+    p.add_argument("--val-split", default="val", help="the split to evaluate on after epochs (default: val)")
     p.add_argument("--backbone-weights", help="ImageNet classifier weights for the backbone (any format)")
-    p.add_argument("--init-from", help="start from another run's weights where names match (FCN 32s->16s->8s)")
-    p.add_argument("--arg", action="append", default=[], metavar="NAME=VALUE", help="model keyword argument")
     for name, kind in (("epochs", int), ("batch-size", int), ("crop-size", int), ("lr", float),
                        ("momentum", float), ("weight-decay", float)):
         p.add_argument(f"--{name}", type=kind, help="override the recipe")
-    p.add_argument("--optimizer", choices=("sgd", "rmsprop", "adamw"))
-    p.add_argument("--schedule", choices=("poly", "cosine", "constant", "exponential"))
+    p.add_argument("--optimizer", choices=("sgd", "rmsprop", "adamw"), help="override the recipe")
+    p.add_argument("--schedule", choices=("poly", "cosine", "constant", "exponential"),
+                   help="learning-rate schedule; overrides the recipe")
     p.add_argument("--class-weights", choices=("none", "median-frequency"), default="none",
                    help="weight the loss per class (median frequency balancing, as SegNet on CamVid)")
     p.add_argument("--eval-images", type=int, help="evaluate on the first N validation images only")
@@ -200,15 +173,15 @@ def add_parsers(train_sub, eval_sub, predict_sub) -> None:
 
     p = eval_sub.add_parser("seg", help="mIoU, pixel accuracy, per-class IoU and boundary F")
     model_arguments(p)
-    _data_arguments(p)
-    p.add_argument("--split", default="val")
+    add_data_arguments(p, DATA_HELP)
+    p.add_argument("--split", default="val", help="the split to evaluate (default: val)")
     p.add_argument("--predictions", help="folder of label PNGs (<image stem>.png) to evaluate instead of a model")
-    p.add_argument("--max-images", type=int)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--max-images", type=int, help="evaluate the first N images only")
+    p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_eval)
 
     p = predict_sub.add_parser("seg", help="label PNG and colour overlay per image")
     model_arguments(p)
-    p.add_argument("--output", required=True)
-    p.add_argument("images", nargs="+")
+    p.add_argument("--output", required=True, help="output folder of the label PNGs and overlays")
+    p.add_argument("images", nargs="+", help="image files")
     p.set_defaults(func=cmd_predict)

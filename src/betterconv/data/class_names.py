@@ -1,4 +1,5 @@
-"""Class-name lists of the standard label sets, and the preprocessing each source of weights expects."""
+"""Class-name lists of the standard label sets. (The normalisation each source of weights expects is in
+`betterconv.models.info`.)"""
 from __future__ import annotations
 
 from functools import cache
@@ -7,10 +8,6 @@ VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "
                "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor")
 VOC_SEGMENTATION_CLASSES = ("background",) + VOC_CLASSES
 
-# mean/std in [0, 1] units of the images each kind of weights was trained on
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-TF_MEAN, TF_STD = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)  # TensorFlow's x / 127.5 - 1
-DARKNET_MEAN, DARKNET_STD = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)  # darknet feeds x / 255
 
 
 @cache

@@ -19,25 +19,23 @@ Conventions (those of `betterconv.data.segmentation`):
 from __future__ import annotations
 
 import gzip
-import os
 import random
 import struct
 from collections import Counter
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2.functional import pil_to_tensor
 
-from ..errors import BetterConvError
-from .class_names import IMAGENET_MEAN, IMAGENET_STD
-from .segmentation import IMAGE_EXTENSIONS, BadSampleError, _open_image
+from ..errors import BetterConvError, first_line
+from ..models.info import IMAGENET_MEAN, IMAGENET_STD
+from .dataset import BaseDataset, read_lines
+from .images import is_image_file, open_image
 
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                          "Ankle boot")
@@ -51,42 +49,15 @@ SMALL_INPUT = 64
 Transform = Callable[[tv_tensors.Image], Any]
 
 
-class ClassificationDataset(Dataset):
-    """Base class: `load(index)` gives the untransformed `(image, label)`; `class_names`, `skipped`, `validate`."""
+class ClassificationDataset(BaseDataset):
+    """Base class: `load(index)` gives the untransformed `(image, label)`; `transform` takes the image alone;
+    `labels` lists every sample's label."""
 
-    def __init__(self, class_names: Sequence[str], transform: Transform | None = None) -> None:
-        self.class_names = tuple(class_names)
-        self.transform = transform
-        self.skipped: list[tuple[str, str]] = []
-        self.problems: list[tuple[str, str]] = []
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-    def __len__(self) -> int:
-        raise NotImplementedError
-
-    def load(self, index: int) -> tuple[tv_tensors.Image, int]:
-        raise NotImplementedError
+    joint_transform = False
 
     @property
     def labels(self) -> list[int]:
         raise NotImplementedError
-
-    def __getitem__(self, index: int) -> tuple[Any, int]:
-        image, label = self.load(index)
-        if self.transform is not None:
-            image = self.transform(image)
-        return image, label
-
-    def validate(self, drop: bool = False, workers: int | None = None) -> Counter:
-        """Count "ok" and one key per BadSampleError kind; with `drop`, remove the bad samples (see the module)."""
-        return Counter(ok=len(self))
-
-    def __repr__(self) -> str:
-        return (f"{type(self).__name__}({len(self)} samples, {self.num_classes} classes"
-                + (f", {len(self.skipped)} skipped" if self.skipped else "") + ")")
 
 
 class FolderClassification(ClassificationDataset):
@@ -109,7 +80,7 @@ class FolderClassification(ClassificationDataset):
             raise BetterConvError(f"folder dataset: holdout must be between 0 and 1, got {holdout}")
         split_dirs = [root / s for s in SPLIT_FOLDERS if _has_subfolders(root / s)]
         if class_names is None and (root / "classes.txt").is_file():
-            class_names = [line.strip() for line in (root / "classes.txt").read_text().splitlines() if line.strip()]
+            class_names = read_lines(root / "classes.txt", "class names file", comments=False)
         if split_dirs:
             if not (root / split).is_dir():
                 raise BetterConvError(f"folder dataset: no split folder {root / split}; found "
@@ -136,9 +107,7 @@ class FolderClassification(ClassificationDataset):
         if not self.samples:
             raise BetterConvError(f"folder dataset: no images in the {split} split of {root}")
         self.root, self.split = root, split
-        super().__init__(names, transform)
-        if skip_bad:
-            self.validate(drop=True)
+        super().__init__(names, transform, skip_bad, root)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -149,31 +118,11 @@ class FolderClassification(ClassificationDataset):
 
     def load(self, index: int) -> tuple[tv_tensors.Image, int]:
         path, label = self.samples[index]
-        image = _open_image(path, "image")
-        if image.mode != "RGB":
-            image = image.convert("RGB")  # grayscale replicated, palette and alpha dropped
+        image = open_image(path, "image", "RGB")  # grayscale replicated, palette and alpha dropped
         return tv_tensors.Image(pil_to_tensor(image)), label
 
-    def validate(self, drop: bool = False, workers: int | None = None) -> Counter:
-        def check(index: int) -> BadSampleError | None:
-            try:
-                self.load(index)
-            except BadSampleError as e:
-                return e
-            return None
-
-        with ThreadPoolExecutor(workers or min(8, os.cpu_count() or 1)) as pool:  # PIL decodes without the GIL
-            errors = list(pool.map(check, range(len(self.samples))))
-        counts = Counter(ok=sum(e is None for e in errors))
-        counts.update(e.kind for e in errors if e is not None)
-        self.problems = [(e.path, str(e)) for e in errors if e is not None]
-        if drop:
-            self.skipped.extend(self.problems)
-            self.samples = [s for s, e in zip(self.samples, errors) if e is None]
-            if not self.samples:
-                raise BetterConvError(f"folder dataset: all {len(errors)} samples are bad, the first: "
-                                      f"{self.problems[0][1]}")
-        return counts
+    def _keep(self, indices: list[int]) -> None:
+        self.samples = [self.samples[i] for i in indices]
 
 
 def _has_subfolders(path: Path) -> bool:
@@ -183,7 +132,7 @@ def _has_subfolders(path: Path) -> bool:
 def _image_files(folder: Path) -> list[Path]:
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith("."))
+    return sorted(p for p in folder.iterdir() if is_image_file(p))
 
 
 def _derived_split(files: list[Path], class_name: str, split: str, holdout: float, seed: int) -> list[Path]:
@@ -212,7 +161,7 @@ def read_idx(path: str | Path) -> np.ndarray:
     except FileNotFoundError:
         raise BetterConvError(f"{path}: no such file") from None
     except (OSError, EOFError, gzip.BadGzipFile) as e:
-        raise BetterConvError(f"{path}: cannot read it ({' '.join(str(e).split()) or type(e).__name__})") from None
+        raise BetterConvError(f"{path}: cannot read it ({first_line(e)})") from None
     if len(raw) < 4 or raw[:2] != b"\0\0" or raw[2] not in _IDX_TYPES or raw[3] == 0:
         raise BetterConvError(f"{path}: not an IDX file (bad magic number {raw[:4].hex() or 'none'})")
     ndim, dtype = raw[3], _IDX_TYPES[raw[2]]
@@ -282,7 +231,7 @@ class IDXClassification(ClassificationDataset):
                                   f"{len(class_names)} classes")
         self.images, self._labels = images, labels.astype(np.int64)
         self.root, self.split, self.files = root, split, (image_path, label_path)
-        super().__init__(class_names, transform)
+        super().__init__(class_names, transform, skip_bad, image_path)
 
     def __len__(self) -> int:
         return len(self._labels)
@@ -294,6 +243,11 @@ class IDXClassification(ClassificationDataset):
     def load(self, index: int) -> tuple[tv_tensors.Image, int]:
         gray = torch.from_numpy(self.images[index].copy())
         return tv_tensors.Image(gray.unsqueeze(0).expand(3, -1, -1).contiguous()), int(self._labels[index])
+
+    def validate(self, drop: bool = False, workers: int | None = None) -> Counter:
+        """Every sample is good: the files were checked whole when the dataset was built."""
+        self.problems = []
+        return Counter(ok=len(self))
 
 
 def classification_dataset(spec: str, split: str, transform: Transform | None = None, skip_bad: bool = False,

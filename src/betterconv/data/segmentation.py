@@ -17,29 +17,31 @@ Conventions shared by every dataset here:
     * bad samples (missing file, unreadable image, label value outside the classes, image/label size mismatch)
       raise BadSampleError (a BetterConvError naming the file) when loaded. `validate()` scans every sample and
       counts the problems; `skip_bad=True` runs it at construction and drops the bad samples from `files`, so a
-      DataLoader only sees good ones, and records them in `skipped` as (path, message) pairs.
-      For a file deleted after that, loading still raises.
+      DataLoader only sees good ones, and records them in `skipped` as (path, message) pairs (the bookkeeping of
+      `betterconv.data.dataset.BaseDataset`). For a file deleted after that, loading still raises.
     * EXIF orientation is not applied: label files are stored in the images' raw pixel order.
 """
 from __future__ import annotations
 
-import json
-import os
-from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, UnidentifiedImageError
-from torch.utils.data import Dataset
+from PIL import Image, ImageDraw
 from torchvision import tv_tensors
 from torchvision.transforms.v2.functional import pil_to_tensor
 
-from ..errors import BetterConvError
+from ..errors import BetterConvError, first_line
 from .class_names import VOC_SEGMENTATION_CLASSES
+from .dataset import BaseDataset, check_samples, first_existing, read_coco_instances, read_lines
+from .images import IMAGE_EXTENSIONS, BadSampleError, is_image_file, open_image
+
+__all__ = ["BadSampleError", "CAMVID_CLASSES", "CAMVID_VOID", "COCO_TO_VOC", "COCOSegmentation", "CamVid",
+           "FolderSegmentation", "IGNORE_INDEX", "IMAGE_EXTENSIONS", "KINDS", "SBDSegmentation",
+           "SegmentationDataset", "Transform", "VOCSegmentation", "check_samples", "coco_semantic_mask",
+           "decode_rle", "read_label_png", "segmentation_dataset"]
 
 IGNORE_INDEX = 255
 CAMVID_CLASSES = ("sky", "building", "pole", "road", "pavement", "tree", "signsymbol", "fence", "car", "pedestrian",
@@ -48,65 +50,21 @@ CAMVID_VOID = 11
 # COCO category name -> VOC class name, for the 20 COCO categories that are VOC classes (the rest are identical)
 COCO_TO_VOC = {"airplane": "aeroplane", "dining table": "diningtable", "motorcycle": "motorbike",
                "potted plant": "pottedplant", "couch": "sofa", "tv": "tvmonitor"}
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 KINDS = ("voc", "sbd", "camvid", "coco", "coco-all", "folder")
 
 Transform = Callable[[tv_tensors.Image, tv_tensors.Mask], tuple[Any, Any]]
 
 
-class BadSampleError(BetterConvError):
-    """A sample that cannot be used; `kind` is "missing", "unreadable", "bad_label" or "size_mismatch"."""
-
-    def __init__(self, kind: str, path: Path | str, message: str) -> None:
-        super().__init__(" ".join(message.split()))
-        self.kind, self.path = kind, str(path)
-
-
-def check_samples(load: Callable[[int], Any], count: int, workers: int | None = None
-                  ) -> tuple[Counter, list[BadSampleError | None]]:
-    """Load samples 0..count-1 (in threads: PIL decodes with the GIL released) and count the outcomes: "ok" and one
-    key per BadSampleError kind. Returns the counts and, per sample, its error or None."""
-    def check(index: int) -> BadSampleError | None:
-        try:
-            load(index)
-        except BadSampleError as e:
-            return e
-        return None
-
-    with ThreadPoolExecutor(workers or min(8, os.cpu_count() or 1)) as pool:
-        errors = list(pool.map(check, range(count)))
-    counts = Counter(ok=sum(e is None for e in errors))
-    counts.update(e.kind for e in errors if e is not None)
-    return counts, errors
-
-
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split()) or type(error).__name__
-
-
-def _open_image(path: Path, what: str) -> Image.Image:
-    try:
-        with Image.open(path) as im:
-            im.load()  # decode now, so a truncated file fails here; the pixels outlive the closed file
-        return im
-    except FileNotFoundError:
-        raise BadSampleError("missing", path, f"missing {what} file {path}") from None
-    except UnidentifiedImageError:
-        raise BadSampleError("unreadable", path, f"cannot read {what} {path}: not an image file PIL knows") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise BadSampleError("unreadable", path, f"cannot read {what} {path}: {_one_line(e)}") from None
-
-
 def read_label_png(path: Path) -> np.ndarray:
     """The raw values of a single-channel label image (palette indices for palette PNGs), as int64 (H, W)."""
-    label = _open_image(path, "label")
+    label = open_image(path, "label")
     if label.mode not in ("P", "L", "1", "I", "I;16", "I;16B", "I;16L"):
         raise BadSampleError("unreadable", path, f"label {path} is a {label.mode} image; expected a single-channel "
                                                  "(palette or grayscale) PNG of class indices")
     return np.asarray(label, dtype=np.int64)
 
 
-class SegmentationDataset(Dataset):
+class SegmentationDataset(BaseDataset):
     """Base class: (image, label) file pairs, class names, the remapping of void labels to IGNORE_INDEX."""
 
     ignore_index = IGNORE_INDEX
@@ -114,36 +72,16 @@ class SegmentationDataset(Dataset):
 
     def __init__(self, files: Sequence[tuple[Path, Path]], class_names: Sequence[str],
                  transform: Transform | None = None, skip_bad: bool = False, source: str | Path = "") -> None:
-        if not files:
-            raise BetterConvError(f"{type(self).__name__}: no samples in {source or 'the given files'}")
-        if len(class_names) >= IGNORE_INDEX:
-            raise BetterConvError(f"{type(self).__name__}: {len(class_names)} classes do not fit below the ignore "
-                                  f"label {IGNORE_INDEX}")
         self.files = [(Path(image), Path(label)) for image, label in files]
-        self.class_names = tuple(class_names)
-        self.transform = transform
-        self.skipped: list[tuple[str, str]] = []  # (path, message) of the samples dropped by skip_bad
-        self.problems: list[tuple[str, str]] = []  # those found by the last validate()
-        if skip_bad:
-            self.validate(drop=True)
+        super().__init__(class_names, transform, skip_bad, source)
 
     def __len__(self) -> int:
         return len(self.files)
 
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-    def __getitem__(self, index: int) -> tuple[Any, Any]:
-        image, mask = self.load(index)
-        if self.transform is not None:
-            image, mask = self.transform(image, mask)
-        return image, mask
-
     def load(self, index: int) -> tuple[tv_tensors.Image, tv_tensors.Mask]:
         """The untransformed sample; raises BadSampleError naming the file when it is unusable."""
         image_path, label_path = self.files[index]
-        image = _open_image(image_path, "image")
+        image = open_image(image_path, "image", "RGB")
         raw = self.read_label(index, image.size)
         if raw.shape != (image.height, image.width):
             raise BadSampleError("size_mismatch", image_path,
@@ -157,8 +95,6 @@ class SegmentationDataset(Dataset):
             raise BadSampleError("bad_label", label_path,
                                  f"label {label_path} has values {shown} outside the {self.num_classes} classes "
                                  f"(0-{self.num_classes - 1}) and the ignore label {IGNORE_INDEX}")
-        if image.mode != "RGB":
-            image = image.convert("RGB")
         return tv_tensors.Image(pil_to_tensor(image)), tv_tensors.Mask(torch.from_numpy(mask))
 
     def read_label(self, index: int, image_size: tuple[int, int]) -> np.ndarray:
@@ -170,42 +106,17 @@ class SegmentationDataset(Dataset):
             return raw
         return np.where(np.isin(raw, self.void_labels), IGNORE_INDEX, raw)
 
-    def validate(self, drop: bool = False, workers: int | None = None) -> Counter:
-        """Load every sample and count the outcomes: "ok" and one key per BadSampleError kind. The bad samples
-        are listed in `problems` as (path, message); with `drop` they are removed from `files` and added to
-        `skipped`."""
-        counts, errors = check_samples(self.load, len(self.files), workers)
-        self.problems = [(e.path, str(e)) for e in errors if e is not None]
-        if drop:
-            self.skipped.extend(self.problems)
-            self._keep([i for i, e in enumerate(errors) if e is None])
-            if not self.files:
-                raise BetterConvError(f"{type(self).__name__}: all {len(errors)} samples are bad, the first: "
-                                      f"{self.problems[0][1]}")
-        return counts
+    def _prepare(self) -> None:
+        if self.num_classes >= IGNORE_INDEX:
+            raise BetterConvError(f"{type(self).__name__}: {self.num_classes} classes do not fit below the ignore "
+                                  f"label {IGNORE_INDEX}")
 
     def _keep(self, indices: list[int]) -> None:
         self.files = [self.files[i] for i in indices]
 
-    def __repr__(self) -> str:
-        return (f"{type(self).__name__}({len(self)} samples, {self.num_classes} classes"
-                + (f", {len(self.skipped)} skipped" if self.skipped else "") + ")")
-
 
 def _read_list(path: Path) -> list[list[str]]:
-    try:
-        lines = path.read_text().splitlines()
-    except OSError as e:
-        raise BetterConvError(f"cannot read list file {path}: {_one_line(e)}") from None
-    return [line.split() for line in lines if line.strip() and not line.lstrip().startswith("#")]
-
-
-def _first_existing(candidates: Iterable[Path], what: str) -> Path:
-    candidates = list(candidates)
-    for path in candidates:
-        if path.exists():
-            return path
-    raise BetterConvError(f"no {what}: looked for " + ", ".join(str(p) for p in candidates))
+    return [line.split() for line in read_lines(path, "list file")]
 
 
 def _voc_root(root: Path) -> Path:
@@ -234,7 +145,7 @@ class VOCSegmentation(SegmentationDataset):
     def __init__(self, root: str | Path, split: str = "train", transform: Transform | None = None,
                  skip_bad: bool = False) -> None:
         root = _voc_root(Path(root))
-        list_path = _first_existing([root / "ImageSets" / "Segmentation" / f"{split}.txt"], f"VOC {split} list")
+        list_path = first_existing([root / "ImageSets" / "Segmentation" / f"{split}.txt"], f"VOC {split} list")
         files = [_pair_from_list(root, f, "SegmentationClass", list_path) for f in _read_list(list_path)]
         self.root = root
         super().__init__(files, VOC_SEGMENTATION_CLASSES, transform, skip_bad, list_path)
@@ -253,8 +164,8 @@ class SBDSegmentation(SegmentationDataset):
         root = _voc_root(Path(root))
         names = ["train_aug", "train"] if split == "train" else [split]
         folders = (root, root / "ImageSets" / "SegmentationAug", root / "ImageSets" / "Segmentation")
-        list_path = _first_existing([folder / f"{name}.txt" for name in names for folder in folders],
-                                    f"SBD {split} list")
+        list_path = first_existing([folder / f"{name}.txt" for name in names for folder in folders],
+                                   f"SBD {split} list")
         files = [_pair_from_list(root, f, "SegmentationClassAug", list_path) for f in _read_list(list_path)]
         self.root = root
         super().__init__(files, VOC_SEGMENTATION_CLASSES, transform, skip_bad, list_path)
@@ -269,7 +180,7 @@ class CamVid(SegmentationDataset):
     def __init__(self, root: str | Path, split: str = "train", transform: Transform | None = None,
                  skip_bad: bool = False) -> None:
         root = Path(root).expanduser()
-        list_path = _first_existing([root / f"{split}.txt"], f"CamVid {split} list")
+        list_path = first_existing([root / f"{split}.txt"], f"CamVid {split} list")
         files = []
         for fields in _read_list(list_path):
             if len(fields) != 2:
@@ -364,21 +275,13 @@ class COCOSegmentation(SegmentationDataset):
     def __init__(self, root: str | Path, split: str = "train", transform: Transform | None = None,
                  skip_bad: bool = False, categories: str = "voc") -> None:
         root = Path(root).expanduser()
-        splits = [split] + ([f"{split}2017", f"{split}2014"] if split in ("train", "val") else [])
-        json_path = _first_existing([root / "annotations" / f"instances_{s}.json" for s in splits],
-                                    f"COCO {split} annotations")
-        split = json_path.stem.removeprefix("instances_")
-        image_dir = _first_existing([root / "images" / split, root / split, root / "images"], f"COCO {split} images")
+        coco = read_coco_instances(root, split)
+        json_path, names = coco.json_path, dict(coco.categories)
+        self.images, self.annotations = coco.images, coco.annotations
         try:
-            data = json.loads(json_path.read_text())
-            names = {c["id"]: c["name"] for c in data["categories"]}
-            self.images = list(data["images"])
-            files = [(image_dir / im["file_name"], json_path) for im in self.images]
-            self.annotations: dict[int, list[dict]] = {}
-            for ann in data.get("annotations", []):
-                self.annotations.setdefault(ann["image_id"], []).append(ann)
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise BetterConvError(f"cannot read COCO annotations {json_path}: {_one_line(e)}") from None
+            files = [(coco.image_dir / im["file_name"], json_path) for im in self.images]
+        except (KeyError, TypeError) as e:
+            raise BetterConvError(f"cannot read COCO annotations {json_path}: {first_line(e)}") from None
         if categories == "voc":
             class_names = VOC_SEGMENTATION_CLASSES
             self.labels = {cid: class_names.index(COCO_TO_VOC.get(name, name)) for cid, name in names.items()
@@ -412,7 +315,7 @@ class COCOSegmentation(SegmentationDataset):
             return coco_semantic_mask(anns, height, width, self.labels)
         except (ValueError, KeyError, TypeError, IndexError) as e:
             raise BadSampleError("bad_label", self.json_path,
-                                 f"{self.json_path}: bad annotation of image {info['file_name']}: {_one_line(e)}") \
+                                 f"{self.json_path}: bad annotation of image {info['file_name']}: {first_line(e)}") \
                 from None
 
 
@@ -447,9 +350,9 @@ class FolderSegmentation(SegmentationDataset):
         for folder in (image_dir, mask_dir):
             if not folder.is_dir():
                 raise BetterConvError(f"folder dataset: {folder} is not a folder")
-        masks = {p.stem: p for p in sorted(mask_dir.iterdir()) if p.suffix.lower() in IMAGE_EXTENSIONS}
+        masks = {p.stem: p for p in sorted(mask_dir.iterdir()) if is_image_file(p)}
         files = [(p, masks.get(p.stem, mask_dir / f"{p.stem}.png")) for p in sorted(image_dir.iterdir())
-                 if p.suffix.lower() in IMAGE_EXTENSIONS]
+                 if is_image_file(p)]
         self.void_labels = tuple(void_labels)
         self.image_dir, self.mask_dir = image_dir, mask_dir
         if class_names is None:
@@ -457,7 +360,7 @@ class FolderSegmentation(SegmentationDataset):
                          [image_dir.parent / "classes.txt"]
             classes_txt = next((p for p in candidates if p.is_file()), None)
             if classes_txt is not None:
-                class_names = [line.strip() for line in classes_txt.read_text().splitlines() if line.strip()]
+                class_names = read_lines(classes_txt, "class names file", comments=False)
             else:
                 class_names = self._scan_classes(files)
         super().__init__(files, class_names, transform, skip_bad, image_dir)

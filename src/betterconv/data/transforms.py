@@ -21,7 +21,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
 
 from ..errors import BetterConvError
-from .class_names import IMAGENET_MEAN, IMAGENET_STD
+from ..models.info import IMAGENET_MEAN, IMAGENET_STD
 from .segmentation import IGNORE_INDEX
 
 

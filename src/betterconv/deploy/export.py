@@ -17,7 +17,8 @@ The spatial size is fixed at export time (TF "SAME" padding and darknet's max-po
 
 Batch norm is folded into the convolutions first (`fuse_batch_norm`); the model is exported in eval mode.
 Files are written atomically: to a temporary file in the output's folder, checked, then renamed over the output,
-so a failed export or check leaves no file (and never a half-written one) at the output path.
+so a failed export or check leaves no file (and never a half-written one) at the output path. The checks and
+the input preparation that the ncnn exporter shares are in `betterconv.deploy.checks`.
 """
 from __future__ import annotations
 
@@ -26,7 +27,6 @@ import json
 import os
 import warnings
 from collections.abc import Mapping, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -34,33 +34,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import BetterConvError
+from ..errors import BetterConvError, first_line
+from .checks import (ONNX_ATOL, Normalize, check_input_size, check_normalize, check_output, example_input,
+                     reference_output, temporary_path)
 from .fuse import fuse_batch_norm
 
-__all__ = ["AdaptiveAvgPool2dExportable", "Normalize", "export_onnx", "export_torchscript", "onnx_session", "run_onnx",
-           "prepare_for_export",
-           "temporary_path"]
+# Normalize and temporary_path live in `betterconv.deploy.checks`; they stay importable from here
+__all__ = ["AdaptiveAvgPool2dExportable", "DEFAULT_OPSET", "Normalize", "export_onnx", "export_torchscript",
+           "onnx_session", "prepare_for_export", "run_onnx", "temporary_path"]
 
 DEFAULT_OPSET = 17
-ONNX_ATOL = 1e-4  # the largest |ONNX - PyTorch| allowed, relative to outputs of magnitude <= 1 (see _tolerance)
-
-
-class Normalize(nn.Module):
-    """``(x - mean) / std`` per channel of an NCHW batch, as a module that exports to ONNX (Sub, Div)."""
-
-    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
-        super().__init__()
-        mean_t = torch.as_tensor(mean, dtype=torch.float32).reshape(1, -1, 1, 1)
-        std_t = torch.as_tensor(std, dtype=torch.float32).reshape(1, -1, 1, 1)
-        if mean_t.shape != std_t.shape:
-            raise BetterConvError(f"mean and std must have the same length, got {len(mean)} and {len(std)}")
-        if not torch.all(std_t > 0):
-            raise BetterConvError(f"std must be positive, got {tuple(std)}")
-        self.register_buffer("mean", mean_t)
-        self.register_buffer("std", std_t)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
 
 
 class _Normalized(nn.Module):
@@ -70,28 +53,6 @@ class _Normalized(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(self.normalize(x))
-
-
-def _check_input_size(input_size: Sequence[int]) -> tuple[int, int, int]:
-    size = tuple(int(v) for v in input_size)
-    if len(size) == 2:
-        size = (3, *size)
-    if len(size) != 3 or min(size) < 1:
-        raise BetterConvError(f"input_size must be (C, H, W) or (H, W) with positive sizes, got {tuple(input_size)}")
-    return size  # type: ignore[return-value]
-
-
-def _check_normalize(normalize: tuple[Sequence[float], Sequence[float]] | None, channels: int) -> Normalize | None:
-    if normalize is None:
-        return None
-    try:
-        mean, std = normalize
-    except (TypeError, ValueError):
-        raise BetterConvError("normalize must be (mean, std) or None") from None
-    mod = Normalize(mean, std)
-    if mod.mean.shape[1] not in (1, channels):
-        raise BetterConvError(f"normalize has {mod.mean.shape[1]} values for a {channels}-channel input")
-    return mod
 
 
 class AdaptiveAvgPool2dExportable(nn.AdaptiveAvgPool2d):
@@ -130,74 +91,14 @@ def prepare_for_export(model: nn.Module, normalize: tuple[Sequence[float], Seque
                        channels: int = 3, fuse: bool = True) -> nn.Module:
     """The module that is exported: a copy of `model` in eval mode with batch norm folded (`fuse`), adaptive
     average pools made exportable at any size, behind `Normalize` when `normalize` is given."""
-    norm = _check_normalize(normalize, channels)
+    norm = check_normalize(normalize, channels)
     core = fuse_batch_norm(model) if fuse else copy.deepcopy(model)
     _exportable_pooling(core)
     core = core.to("cpu", torch.float32).eval()  # exported on the CPU in float32, wherever the model lives
     return (_Normalized(norm, core) if norm is not None else core).eval()
 
 
-def _reference(model: nn.Module, norm: Normalize | None, x: torch.Tensor, several: bool = False):
-    """What the model as given computes in eval mode for the graph's input `x` (no folding): one tensor, or with
-    `several` a tuple of the model's outputs (one or more)."""
-    was_training = model.training
-    param = next(model.parameters(), None)
-    x = norm(x) if norm is not None else x
-    if param is not None:
-        x = x.to(param.device, param.dtype if param.is_floating_point() else torch.float32)
-    model.eval()
-    try:
-        with torch.no_grad():
-            out = model(x)
-    finally:
-        model.train(was_training)
-    if several and isinstance(out, (tuple, list)) and all(isinstance(o, torch.Tensor) for o in out):
-        return tuple(o.float().cpu() for o in out)
-    if not isinstance(out, torch.Tensor):
-        raise BetterConvError(f"export needs a model whose forward returns one tensor, got {type(out).__name__}")
-    return (out.float().cpu(),) if several else out.float().cpu()
-
-
-def _example_input(size: tuple[int, int, int], batch: int, normalized: bool, seed: int = 0) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    x = torch.rand(batch, *size, generator=g)  # an image in [0, 1]
-    return x if normalized else (x - 0.5) / 0.25  # about what a normalised image looks like
-
-
-@contextmanager
-def temporary_path(path: Path):
-    """A temporary file name beside `path` (same folder, so `os.replace` is atomic); removed if still there."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        yield tmp
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _tolerance(reference: torch.Tensor, atol: float) -> float:
-    """`atol` for outputs of magnitude up to 1, scaled by the largest |output| above that: float32 rounding grows
-    with the values (logits of an untrained deep network can be in the hundreds)."""
-    return atol * max(1.0, float(reference.abs().max()))
-
-
-def check_output(path: Path, engine: str, got: torch.Tensor | np.ndarray, reference: torch.Tensor,
-                 atol: float) -> float:
-    """max |got - reference| of an exported file's output, after checking its shape; raises `BetterConvError`
-    (nothing is written) when it exceeds `atol` scaled by the output's magnitude (`_tolerance`)."""
-    got = torch.as_tensor(got)
-    if tuple(got.shape) != tuple(reference.shape):
-        raise BetterConvError(f"{path}: {engine} output shape {tuple(got.shape)} differs from PyTorch's "
-                              f"{tuple(reference.shape)}")
-    diff = float((got.float() - reference).abs().max())
-    limit = _tolerance(reference, atol)
-    if not diff <= limit:
-        raise BetterConvError(f"{path}: {engine} output differs from PyTorch by {diff:.3g} (limit {limit:.3g}); "
-                              f"nothing written")
-    return diff
-
-
-def onnx_session(path: str | Path | bytes):
+def onnx_session(path: str | Path | bytes) -> Any:
     """An onnxruntime CPU session for an ONNX file (or its bytes), with graph optimisations at the basic level."""
     try:
         import onnxruntime as ort
@@ -253,11 +154,6 @@ def _onnx_metadata(model: nn.Module, size: tuple[int, int, int], normalize: Norm
     return meta
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return (text.splitlines()[0] if text else type(e).__name__)[:300]
-
-
 def export_onnx(model: nn.Module, path: str | Path, input_size: Sequence[int] = (3, 224, 224), *,
                 dynamic_batch: bool = True, normalize: tuple[Sequence[float], Sequence[float]] | None = None,
                 opset: int = DEFAULT_OPSET, verify: bool = True, atol: float = ONNX_ATOL,
@@ -273,10 +169,10 @@ def export_onnx(model: nn.Module, path: str | Path, input_size: Sequence[int] = 
     input size, mean and std are always recorded.
     """
     path = Path(path)
-    size = _check_input_size(input_size)
-    norm = _check_normalize(normalize, size[0])
+    size = check_input_size(input_size)
+    norm = check_normalize(normalize, size[0])
     module = prepare_for_export(model, normalize, size[0])
-    x = _example_input(size, 2 if dynamic_batch else 1, norm is not None)
+    x = example_input(size, 2 if dynamic_batch else 1, norm is not None)
     dynamic_axes = {"input": {0: "batch"}, "output": {0: "batch"}} if dynamic_batch else None
     with temporary_path(path) as tmp:
         try:
@@ -289,15 +185,15 @@ def export_onnx(model: nn.Module, path: str | Path, input_size: Sequence[int] = 
             raise
         except Exception as e:  # the exporter raises many types; the user gets one line
             raise BetterConvError(f"ONNX export of {getattr(model, 'model_name', type(model).__name__)} failed: "
-                                  f"{_first_line(e)}") from e
+                                  f"{first_line(e)}") from e
         _add_metadata(tmp, _onnx_metadata(model, size, norm, metadata))
         diff = None
         if verify:
-            reference = _reference(model, norm, x)
+            reference = reference_output(model, norm, x)
             try:
                 got = run_onnx(onnx_session(tmp), x)
             except Exception as e:
-                raise BetterConvError(f"{path}: onnxruntime cannot run the exported graph: {_first_line(e)}") from e
+                raise BetterConvError(f"{path}: onnxruntime cannot run the exported graph: {first_line(e)}") from e
             diff = check_output(path, "ONNX", got, reference, atol)
         os.replace(tmp, path)
     return diff
@@ -313,10 +209,10 @@ def export_torchscript(model: nn.Module, path: str | Path, input_size: Sequence[
     batch size stays free. With `verify`, the saved file is loaded back and compared with the model as given on a
     batch of two; returns the max abs difference (None without `verify`)."""
     path = Path(path)
-    size = _check_input_size(input_size)
-    norm = _check_normalize(normalize, size[0])
+    size = check_input_size(input_size)
+    norm = check_normalize(normalize, size[0])
     module = prepare_for_export(model, normalize, size[0])
-    x = _example_input(size, 2, norm is not None)
+    x = example_input(size, 2, norm is not None)
     with temporary_path(path) as tmp:
         try:
             with torch.no_grad(), warnings.catch_warnings():
@@ -325,10 +221,10 @@ def export_torchscript(model: nn.Module, path: str | Path, input_size: Sequence[
                 torch.jit.save(traced, str(tmp))
         except Exception as e:
             raise BetterConvError(f"TorchScript export of {getattr(model, 'model_name', type(model).__name__)} "
-                                  f"failed: {_first_line(e)}") from e
+                                  f"failed: {first_line(e)}") from e
         diff = None
         if verify:
-            reference = _reference(model, norm, x)
+            reference = reference_output(model, norm, x)
             with torch.no_grad(), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 got = torch.jit.load(str(tmp), map_location="cpu")(x).float()

@@ -7,10 +7,9 @@ input contract (see `betterconv.deploy.export`) and float outputs.
 
 By default the output of the layer that computes the graph's outputs (the classifier's Gemm, a segmentation head's
 last convolution and the resizing after it, a detector's prediction convolution) stays float; its weights and
-inputs are int8 like the rest. Its output is logits, and an int8 output tensor gets one scale for all of them: a
-MobileNetV2 trained on Fashion-MNIST here had logits up to 637 in magnitude, a quantisation step of 5, and a median
-top-1/top-2 gap of 0.8, so the int8 graph lost 15.8 points of top-1; with the classifier's output float it lost
-0.5 (benchmarks/cls_compare.py).
+inputs are int8 like the rest. Its output is logits, and an int8 output tensor gets one scale for all of them: when
+the logits span hundreds, one quantisation step can exceed the gap between the two largest logits and change the
+top-1 (measured in docs/deployment.md).
 """
 from __future__ import annotations
 
@@ -23,13 +22,15 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import BetterConvError
-from .export import _first_line, onnx_session, run_onnx, temporary_path
+from ..data.images import IMAGE_EXTENSIONS, open_image
+from ..errors import BetterConvError, first_line
+from .checks import temporary_path
+from .export import onnx_session, run_onnx
 
 __all__ = ["IMAGE_SUFFIXES", "QuantizationReport", "calibration_images", "load_image", "output_layer_nodes",
            "quantize_onnx_static"]
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm")
+IMAGE_SUFFIXES = IMAGE_EXTENSIONS  # the old name, kept for the modules that still import it from here
 
 
 # operators that only move, reshape or resample values: walking back from a graph output through these reaches the
@@ -107,15 +108,11 @@ class QuantizationReport:
 
 def load_image(path: str | Path, size: tuple[int, int]) -> np.ndarray:
     """An image file -> (3, H, W) float32 RGB in [0, 1]: scaled (bilinear) so that it covers H x W, then cropped
-    to H x W around the centre."""
-    from PIL import Image, UnidentifiedImageError
+    to H x W around the centre. A missing or unreadable file raises `BadSampleError` naming it."""
+    from PIL import Image
 
     h, w = size
-    try:
-        with Image.open(path) as img:
-            img = img.convert("RGB")
-    except (OSError, UnidentifiedImageError) as e:
-        raise BetterConvError(f"{path}: not an image ({_first_line(e)})") from None
+    img = open_image(path, mode="RGB")
     scale = max(h / img.height, w / img.width)
     rw, rh = max(w, round(img.width * scale)), max(h, round(img.height * scale))
     img = img.resize((rw, rh), Image.BILINEAR)
@@ -193,7 +190,7 @@ def quantize_onnx_static(float_onnx_path: str | Path, int8_path: str | Path, cal
     try:
         session = onnx_session(source)
     except Exception as e:
-        raise BetterConvError(f"{source}: onnxruntime cannot load it ({_first_line(e)})") from None
+        raise BetterConvError(f"{source}: onnxruntime cannot load it ({first_line(e)})") from None
     graph_input = session.get_inputs()[0]
     items = _as_inputs(calibration_images, graph_input.shape, str(source))
     if not items:
@@ -228,7 +225,7 @@ def quantize_onnx_static(float_onnx_path: str | Path, int8_path: str | Path, cal
         except BetterConvError:
             raise
         except Exception as e:
-            raise BetterConvError(f"int8 quantisation of {source} failed: {_first_line(e)}") from e
+            raise BetterConvError(f"int8 quantisation of {source} failed: {first_line(e)}") from e
         finally:
             logging.getLogger().removeFilter(hint)
         report = None
@@ -236,7 +233,7 @@ def quantize_onnx_static(float_onnx_path: str | Path, int8_path: str | Path, cal
             try:
                 quantized = onnx_session(tmp)
             except Exception as e:
-                raise BetterConvError(f"{target}: onnxruntime cannot run the int8 graph ({_first_line(e)})") from e
+                raise BetterConvError(f"{target}: onnxruntime cannot run the int8 graph ({first_line(e)})") from e
             diffs, agree, total = [], 0, 0
             for x in batches:
                 ref, got = run_onnx(session, x), run_onnx(quantized, x)

@@ -10,8 +10,8 @@ U[k] (C_out x C_in) @ V[k] (C_in x tiles), so the multiplications drop by 9 m^2 
 4x for F(4x4, 3x3). The filter transform U = G g G^T is computed once, when the module is made; the input and
 output transforms are small matrix products (B^T ... B, A^T ... A) applied to every tile.
 
-PyTorch's CPU convolution (oneDNN) runs fp32 3x3 convolutions directly here, while OpenCV's DNN module uses
-Winograd F(6x6, 3x3) by default (`Net.enableWinograd`; on YOLOv2 at 416, 2 cores: 123 ms with it, 358 ms without);
+PyTorch's CPU convolution (oneDNN) runs fp32 3x3 convolutions directly, while OpenCV's DNN module uses
+Winograd F(6x6, 3x3) by default (`Net.enableWinograd`; its effect on YOLOv2 is measured in docs/detection.md);
 this module is how betterconv gets part of the same saving.
 Which algorithm wins depends on the layer (the transforms cost memory traffic; a 13x13 map wastes part of its
 last tiles), so `winograd_convolutions` times each eligible layer on an example input and keeps the fastest of

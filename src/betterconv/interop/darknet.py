@@ -45,7 +45,7 @@ from torch import nn
 
 from .._io import write_atomic
 from ..errors import BetterConvError
-from ..layers import ConvNormAct, LeakyReLU, ReLU, Reorg
+from ..layers import ConvNormAct, DarknetLeakyReLU, InplaceReLU, Reorg
 from ..models.darknet import Darknet, DarknetMaxPool, init_darknet_weights
 from ..models.yolov2 import TinyYOLOv2, YOLOv2
 
@@ -233,7 +233,7 @@ class _State(NamedTuple):
 
 
 _ACTIVATIONS: dict[str, Callable[[], nn.Module] | None] = {
-    "leaky": LeakyReLU, "linear": None, "relu": ReLU, "logistic": nn.Sigmoid,
+    "leaky": DarknetLeakyReLU, "linear": None, "relu": InplaceReLU, "logistic": nn.Sigmoid,
 }
 
 

@@ -5,7 +5,8 @@ blocks, conv before norm, head, auxiliary head), so a torchvision state dict map
 tensor in order. Every pair is checked: same count, same kind (`weight`, `bias`, `running_mean`, ...) and same
 shape, so a wrong architecture or configuration fails with a list of the disagreements instead of loading.
 
-torchvision's segmentation models are configurations of betterconv's builders (`TORCHVISION_CONFIGS`).
+torchvision's segmentation models are configurations of betterconv's builders: each model's `ModelInfo` names its
+torchvision peer (`torchvision`) and the builder keywords that give its configuration (`torchvision_config`).
 """
 from __future__ import annotations
 
@@ -15,24 +16,13 @@ import torch
 from torch import nn
 
 from ..errors import BetterConvError
-
-# torchvision model -> (betterconv builder, keyword arguments) giving the same architecture
-TORCHVISION_CONFIGS: dict[str, tuple[str, dict]] = {
-    "mobilenet_v2": ("mobilenet_v2", {}),
-    "vgg16": ("vgg16", {}),
-    "resnet50": ("resnet50", {}),
-    "resnet101": ("resnet101", {}),
-    "fcn_resnet50": ("fcn_resnet50", {"aux_head": True}),
-    "fcn_resnet101": ("fcn_resnet101", {"aux_head": True}),
-    "deeplabv3_resnet50": ("deeplabv3_resnet50", {"output_stride": 8, "multi_grid": None, "extra_conv": True,
-                                                  "aspp_dropout": 0.5, "aux_head": True}),
-    "deeplabv3_resnet101": ("deeplabv3_resnet101", {"output_stride": 8, "multi_grid": None, "extra_conv": True,
-                                                    "aspp_dropout": 0.5, "aux_head": True}),
-}
+from ..models import model_info
+from ..models.vgg import VGG, VGG16_STAGES
 
 
-def looks_like_torchvision(state_dict: Mapping[str, torch.Tensor]) -> str | None:
-    """Which torchvision architecture family a state dict comes from, judged by its key names, or None."""
+def torchvision_family(state_dict: Mapping[str, torch.Tensor]) -> str | None:
+    """The torchvision architecture family ("deeplabv3", "fcn", "resnet", "mobilenet_v2", "vgg") a state dict comes
+    from, judged by its key names; None when it does not look like a torchvision state dict."""
     keys = set(state_dict)
     if "classifier.0.convs.0.0.weight" in keys:
         return "deeplabv3"
@@ -67,3 +57,15 @@ def map_torchvision_state_dict(model: nn.Module, state_dict: Mapping[str, torch.
     if problems:
         raise BetterConvError(f"{source}: not a torchvision checkpoint of this architecture: {'; '.join(problems)}")
     return {ok: tv for (_, tv), (ok, _) in zip(theirs, ours)}
+
+
+def torchvision_config(name: str) -> dict:
+    """The builder keywords giving torchvision's configuration of betterconv's `name` ({} when it has none)."""
+    return dict(model_info(name).torchvision_config)
+
+
+def vgg_from_torchvision(classifier: nn.Module) -> VGG:
+    """betterconv's VGG16 holding the weights of torchvision's `VGG` (16 layers, no batch norm)."""
+    converted = VGG(VGG16_STAGES, num_classes=classifier.classifier[-1].out_features)
+    converted.load_state_dict(map_torchvision_state_dict(converted, classifier.state_dict(), "torchvision VGG"))
+    return converted.train(classifier.training)

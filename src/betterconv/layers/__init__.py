@@ -1,6 +1,6 @@
 """Building blocks shared by every model family."""
 from .aspp import ASPP, ImagePooling
-from .conv import Conv2dSame, ConvNormAct, LeakyReLU, ReLU, ReLU6, tf_same_pad
+from .conv import Conv2dSame, ConvNormAct, DarknetLeakyReLU, InplaceReLU, InplaceReLU6, tf_same_pad
 from .inverted_residual import InvertedResidual
 from .reorg import Reorg, darknet_reorg
 from .separable import DepthwiseSeparableConv

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .conv import ActLayer, ConvNormAct, NormLayer, ReLU
+from .conv import ActLayer, ConvNormAct, NormLayer, InplaceReLU
 
 
 class ImagePooling(nn.Sequential):
@@ -37,7 +37,7 @@ class ASPP(nn.Module):
         image_pooling: bool = True,
         dropout: float = 0.1,
         norm_layer: NormLayer = nn.BatchNorm2d,
-        act_layer: ActLayer = ReLU,
+        act_layer: ActLayer = InplaceReLU,
     ) -> None:
         super().__init__()
         branches: list[nn.Module] = [ConvNormAct(in_channels, out_channels, 1, norm_layer=norm_layer,

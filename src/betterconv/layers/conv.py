@@ -13,9 +13,9 @@ from torch import nn
 NormLayer = Callable[[int], nn.Module]
 ActLayer = Callable[[], nn.Module]
 
-ReLU = partial(nn.ReLU, inplace=True)
-ReLU6 = partial(nn.ReLU6, inplace=True)
-LeakyReLU = partial(nn.LeakyReLU, 0.1, inplace=True)  # darknet's "leaky"
+InplaceReLU = partial(nn.ReLU, inplace=True)
+InplaceReLU6 = partial(nn.ReLU6, inplace=True)
+DarknetLeakyReLU = partial(nn.LeakyReLU, 0.1, inplace=True)  # darknet's "leaky"
 
 
 def tf_same_pad(size: int, kernel_size: int, stride: int, dilation: int) -> tuple[int, int]:
@@ -55,7 +55,7 @@ class ConvNormAct(nn.Sequential):
         dilation: int = 1,
         groups: int = 1,
         norm_layer: NormLayer | None = nn.BatchNorm2d,
-        act_layer: ActLayer | None = ReLU,
+        act_layer: ActLayer | None = InplaceReLU,
         bias: bool | None = None,
     ) -> None:
         if bias is None:

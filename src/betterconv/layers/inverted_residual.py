@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .conv import ActLayer, ConvNormAct, NormLayer, ReLU6
+from .conv import ActLayer, ConvNormAct, NormLayer, InplaceReLU6
 
 
 class InvertedResidual(nn.Module):
@@ -23,7 +23,7 @@ class InvertedResidual(nn.Module):
         dilation: int = 1,
         padding: int | str | None = None,
         norm_layer: NormLayer = nn.BatchNorm2d,
-        act_layer: ActLayer = ReLU6,
+        act_layer: ActLayer = InplaceReLU6,
     ) -> None:
         super().__init__()
         if stride not in (1, 2):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from .conv import ActLayer, ConvNormAct, NormLayer, ReLU
+from .conv import ActLayer, ConvNormAct, NormLayer, InplaceReLU
 
 
 class DepthwiseSeparableConv(nn.Sequential):
@@ -20,7 +20,7 @@ class DepthwiseSeparableConv(nn.Sequential):
         dilation: int = 1,
         padding: int | str | None = None,
         norm_layer: NormLayer | None = nn.BatchNorm2d,
-        act_layer: ActLayer | None = ReLU,
+        act_layer: ActLayer | None = InplaceReLU,
     ) -> None:
         super().__init__()
         self.depthwise = ConvNormAct(in_channels, in_channels, kernel_size, stride, padding, dilation,

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .conv import ConvNormAct, NormLayer, ReLU
+from .conv import ConvNormAct, NormLayer, InplaceReLU
 
 
 def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
@@ -62,7 +62,7 @@ class ShuffleUnit(nn.Module):
         self.depthwise = ConvNormAct(bottleneck, bottleneck, 3, stride, groups=bottleneck, norm_layer=norm_layer,
                                      act_layer=None)
         self.expand = ConvNormAct(bottleneck, branch_out, 1, groups=groups, norm_layer=norm_layer, act_layer=None)
-        self.act = ReLU()
+        self.act = InplaceReLU()
         self.stride = stride
         self.out_channels = out_channels
 

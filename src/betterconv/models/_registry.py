@@ -1,7 +1,9 @@
-"""The model registry: `register_model`, `create_model`, `list_models`.
+"""The model registry: `register_model`, `create_model`, `list_models`, `model_info`.
 
-Builders are keyword-only functions. `create_model` checks the keywords against the builder's signature before
-calling it, so a typo (`width_mul=0.5`) is an error, never a silently different model.
+Builders are keyword-only functions registered with one `ModelInfo` record of the model's facts. `create_model`
+checks the keywords against the builder's signature before calling it, so a typo (`width_mul=0.5`) is an error,
+never a silently different model. This layer builds models only; `betterconv.weights.create_model` builds them
+with weights.
 """
 from __future__ import annotations
 
@@ -9,26 +11,31 @@ import difflib
 import fnmatch
 import inspect
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, TypeVar
 
 from torch import nn
 
 from ..errors import BetterConvError
+from .info import ModelInfo
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
+_INFO: dict[str, ModelInfo] = {}
 B = TypeVar("B", bound=Callable[..., nn.Module])
 
 
-def register_model(name: str | None = None) -> Callable[[B], B]:
+def register_model(info: ModelInfo, name: str | None = None) -> Callable[[B], B]:
+    """Register a keyword-only builder under `name` (default: the function's name) with its facts `info`."""
+    if not isinstance(info, ModelInfo):
+        raise TypeError(f"register_model takes a ModelInfo, got {type(info).__name__}")
+
     def wrap(builder: B) -> B:
         key = name or builder.__name__
         if key in _MODELS:
             raise RuntimeError(f"a model named {key!r} is already registered")
         params = inspect.signature(builder).parameters.values()
-        if any(p.kind not in (p.KEYWORD_ONLY, p.VAR_KEYWORD) for p in params):
-            raise RuntimeError(f"builder {key!r} must take keyword-only arguments")
-        _MODELS[key] = builder
+        if any(p.kind is not p.KEYWORD_ONLY for p in params):
+            raise RuntimeError(f"builder {key!r} must take keyword-only arguments (and no **kwargs)")
+        _MODELS[key], _INFO[key] = builder, info
         return builder
 
     return wrap
@@ -48,6 +55,12 @@ def get_builder(name: str) -> Callable[..., nn.Module]:
         raise BetterConvError(f"unknown model {name!r}{hint}") from None
 
 
+def model_info(name: str) -> ModelInfo:
+    """The facts recorded for model `name` at registration."""
+    get_builder(name)  # an unknown name fails with suggestions
+    return _INFO[name]
+
+
 def model_arguments(name: str) -> dict[str, Any]:
     """The keyword arguments `name` accepts, with their defaults."""
     return {p.name: p.default for p in inspect.signature(get_builder(name)).parameters.values()}
@@ -65,25 +78,12 @@ def build(name: str, kwargs: dict[str, Any]) -> nn.Module:
     return model
 
 
-def create_model(name: str, *, weights: str | Path | None = None, trusted: bool = False, **kwargs: Any) -> nn.Module:
-    """Build a registered model; unknown keywords raise `BetterConvError` naming the keywords it does take.
-
-    `weights` loads a file (betterconv safetensors, torchvision state dict, darknet `.weights`, `.tflite`) in the
-    configuration it implies; `trusted=True` allows unpickling a `.pth` that holds more than tensors.
-    """
-    if weights is not None:
-        from ..weights import create_with_weights
-
-        return create_with_weights(name, weights, kwargs, trusted)
+def create_model(name: str, **kwargs: Any) -> nn.Module:
+    """Build a registered model with random weights; unknown keywords raise `BetterConvError` naming the keywords
+    it does take. `betterconv.create_model` (in `betterconv.weights`) also loads weights."""
     return build(name, kwargs)
 
 
-# the input size each paper reports its costs at; 224x224 for the classifiers
-PAPER_INPUT_SIZE = {"fcn": (500, 500), "deeplabv3": (513, 513), "yolov2": (416, 416)}
-
-
 def paper_input_size(name: str) -> tuple[int, int]:
-    for prefix, size in PAPER_INPUT_SIZE.items():
-        if name.startswith(prefix):
-            return size
-    return 224, 224
+    """The (H, W) at which model `name`'s paper reports its costs."""
+    return model_info(name).input_size

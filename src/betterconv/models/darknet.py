@@ -29,9 +29,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import BetterConvError
-from ..layers import ConvNormAct, LeakyReLU
+from ..layers import ConvNormAct, DarknetLeakyReLU
 from ._features import FeatureInfo
 from ._registry import register_model
+from .info import DARKNET_MEAN, DARKNET_STD, SGD_COSINE_RECIPE, ModelInfo
 
 # (filters, kernel size) per convolution; every stage opens with a 2x2 stride-2 maxpool
 DARKNET19_STAGES: list[list[tuple[int, int]]] = [
@@ -57,14 +58,14 @@ class DarknetMaxPool(nn.Module):
         self.size, self.stride = size, stride
         self.padding = size - 1 if padding is None else padding
 
-    def _pad(self, n: int) -> tuple[int, int]:
+    def padding_for(self, n: int) -> tuple[int, int]:
         before = self.padding // 2
         out = (n + self.padding - self.size) // self.stride + 1
         return before, max((out - 1) * self.stride + self.size - n - before, 0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        top, bottom = self._pad(x.shape[-2])
-        left, right = self._pad(x.shape[-1])
+        top, bottom = self.padding_for(x.shape[-2])
+        left, right = self.padding_for(x.shape[-1])
         if top or bottom or left or right:
             x = F.pad(x, (left, right, top, bottom), value=float("-inf"))
         return F.max_pool2d(x, self.size, self.stride)
@@ -76,7 +77,7 @@ class DarknetMaxPool(nn.Module):
 
 def darknet_conv(in_channels: int, out_channels: int, kernel_size: int) -> ConvNormAct:
     """darknet's ``[convolutional] batch_normalize=1 pad=1 activation=leaky``."""
-    return ConvNormAct(in_channels, out_channels, kernel_size, act_layer=LeakyReLU)
+    return ConvNormAct(in_channels, out_channels, kernel_size, act_layer=DarknetLeakyReLU)
 
 
 def init_darknet_weights(module: nn.Module) -> None:
@@ -144,6 +145,7 @@ class Darknet19(Darknet):
         super().__init__(DARKNET19_STAGES, 32, num_classes, in_channels)
 
 
-@register_model()
+# darknet feeds x / 255: its weights (darknet19_448.weights) expect no mean/std normalisation
+@register_model(ModelInfo("classification", mean=DARKNET_MEAN, std=DARKNET_STD, recipe=SGD_COSINE_RECIPE))
 def darknet19(*, num_classes: int | None = 1000) -> Darknet19:
     return Darknet19(num_classes=num_classes)

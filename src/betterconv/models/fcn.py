@@ -27,6 +27,7 @@ from torch import nn
 from ..errors import BetterConvError
 from ..layers import BilinearUpsample, ConvNormAct
 from ._registry import register_model
+from .info import ModelInfo, SegRecipe
 from ._segmentation import FCNHead, SegmentationModel
 from .mobilenet_v2 import MobileNetV2
 from .resnet import ResNet
@@ -86,6 +87,23 @@ class FCN(nn.Module):
         return self.upsample(y)[..., :h, :w]  # (B, C, H, W)
 
 
+# FCN §4.3: SGD, momentum 0.99, batch 1, lr 1e-10 on the per-pixel *sum*; with the mean over a 500x500 image the same
+# step is 1e-10 * 250,000 = 2.5e-5. Weight decay 5e-4, fixed learning rate.
+FCN_RECIPE = SegRecipe("sgd", 2.5e-5, 0.99, 5e-4, "constant", 1, 500, 50,
+                       source="FCN (Long et al. 2015) §4.3, 'heavy' momentum 0.99, batch 1")
+# torchvision's reference recipe for its fcn_resnet50/101 (references/segmentation: 8 GPUs x batch 4 at lr 0.02,
+# momentum 0.9, weight decay 1e-4, poly decay power 0.9, 30 epochs, 480 crops, auxiliary loss weight 0.5)
+TORCHVISION_FCN_RECIPE = SegRecipe("sgd", 0.02, 0.9, 1e-4, "poly", 32, 480, 30, aux_weight=0.5,
+                                   source="torchvision references/segmentation (fcn_resnet50/101)")
+FCN_INPUT_SIZE = (500, 500)  # FCN §4.3: PASCAL images, at most 500 x 500
+
+
+def _fcn_info(backbone: str, recipe: SegRecipe = FCN_RECIPE, torchvision: str | None = None,
+              torchvision_config: dict | None = None) -> ModelInfo:
+    return ModelInfo("segmentation", input_size=FCN_INPUT_SIZE, recipe=recipe, backbone_classifier=backbone,
+                     torchvision=torchvision, torchvision_config=torchvision_config or {})
+
+
 def _fcn_vgg16(stride: int, num_classes: int, dropout: float) -> FCN:
     return FCN(VGG(VGG16_STAGES, num_classes=None), stride, num_classes, fc_channels=4096, dropout=dropout)
 
@@ -95,32 +113,32 @@ def _fcn_mobilenet_v2(stride: int, num_classes: int, width_mult: float, padding:
     return FCN(backbone, stride, num_classes, fc_channels=None, dropout=0.0)
 
 
-@register_model()
+@register_model(_fcn_info("vgg16"))
 def fcn32s_vgg16(*, num_classes: int = 21, dropout: float = 0.5) -> FCN:
     return _fcn_vgg16(32, num_classes, dropout)
 
 
-@register_model()
+@register_model(_fcn_info("vgg16"))
 def fcn16s_vgg16(*, num_classes: int = 21, dropout: float = 0.5) -> FCN:
     return _fcn_vgg16(16, num_classes, dropout)
 
 
-@register_model()
+@register_model(_fcn_info("vgg16"))
 def fcn8s_vgg16(*, num_classes: int = 21, dropout: float = 0.5) -> FCN:
     return _fcn_vgg16(8, num_classes, dropout)
 
 
-@register_model()
+@register_model(_fcn_info("mobilenet_v2"))
 def fcn32s_mobilenet_v2(*, num_classes: int = 21, width_mult: float = 1.0, padding: str | None = None) -> FCN:
     return _fcn_mobilenet_v2(32, num_classes, width_mult, padding)
 
 
-@register_model()
+@register_model(_fcn_info("mobilenet_v2"))
 def fcn16s_mobilenet_v2(*, num_classes: int = 21, width_mult: float = 1.0, padding: str | None = None) -> FCN:
     return _fcn_mobilenet_v2(16, num_classes, width_mult, padding)
 
 
-@register_model()
+@register_model(_fcn_info("mobilenet_v2"))
 def fcn8s_mobilenet_v2(*, num_classes: int = 21, width_mult: float = 1.0, padding: str | None = None) -> FCN:
     return _fcn_mobilenet_v2(8, num_classes, width_mult, padding)
 
@@ -130,12 +148,12 @@ def _fcn_resnet(layers: tuple[int, ...], num_classes: int, output_stride: int, a
     return SegmentationModel(backbone, FCNHead(backbone.num_features, num_classes), num_classes, aux_head=aux_head)
 
 
-@register_model()
+@register_model(_fcn_info("resnet50", TORCHVISION_FCN_RECIPE, "fcn_resnet50", {"aux_head": True}))
 def fcn_resnet50(*, num_classes: int = 21, output_stride: int = 8, aux_head: bool = False) -> SegmentationModel:
     return _fcn_resnet((3, 4, 6, 3), num_classes, output_stride, aux_head)
 
 
-@register_model()
+@register_model(_fcn_info("resnet101", TORCHVISION_FCN_RECIPE, "fcn_resnet101", {"aux_head": True}))
 def fcn_resnet101(*, num_classes: int = 21, output_stride: int = 8, aux_head: bool = False) -> SegmentationModel:
     return _fcn_resnet((3, 4, 23, 3), num_classes, output_stride, aux_head)
 
@@ -144,17 +162,8 @@ def convolutionalize(classifier: nn.Module) -> VGG:
     """FCN §3.1: the same VGG16 classifier with fc6/fc7/fc8 as 7x7 and 1x1 convolutions and the same weights.
 
     At 224x224 it gives a 1x1 map equal to the classifier's logits; on a larger image, a map of class scores
-    (8x8 at 448x448). Takes betterconv's `vgg16` or torchvision's `VGG` (16 layers).
+    (8x8 at 448x448). Takes betterconv's `vgg16`; `betterconv.convolutionalize` also takes torchvision's `VGG`.
     """
-    import torchvision
-
-    if isinstance(classifier, torchvision.models.VGG):
-        from ..interop.torchvision import map_torchvision_state_dict
-
-        converted = VGG(VGG16_STAGES, num_classes=classifier.classifier[-1].out_features)
-        converted.load_state_dict(map_torchvision_state_dict(converted, classifier.state_dict(), "torchvision VGG"))
-        converted.train(classifier.training)
-        classifier = converted
     if not isinstance(classifier, VGG) or classifier.classifier is None:
         raise BetterConvError(f"convolutionalize takes a VGG classifier, got {type(classifier).__name__}")
     if classifier.fc_as_conv:

@@ -32,6 +32,7 @@ from ..errors import BetterConvError
 from ..layers import ConvNormAct, DepthwiseSeparableConv
 from ._features import dilated_strides, init_weights, make_divisible, run_blocks, stages_from_blocks
 from ._registry import register_model
+from .info import MOBILENET_RECIPE, ModelInfo
 
 # c, n, s
 DEPTHWISE_SEPARABLE_SETTING = [
@@ -103,7 +104,7 @@ class MobileNetV1(nn.Module):
         return self.classifier(self.pool(x).flatten(1))  # (B, 1024 * α) -> (B, num_classes)
 
 
-@register_model()
+@register_model(ModelInfo("classification", recipe=MOBILENET_RECIPE))
 def mobilenet_v1(*, num_classes: int | None = 1000, width_mult: float = 1.0, output_stride: int = 32,
                  dropout: float = 0.001, separable: bool = True) -> MobileNetV1:
     """`dropout` 0.001 is the reference's (TF-slim `dropout_keep_prob=0.999`, Keras `dropout=1e-3`).

@@ -19,9 +19,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..layers import ConvNormAct, InvertedResidual, ReLU6
+from ..layers import ConvNormAct, InvertedResidual, InplaceReLU6
 from ._features import dilated_strides, init_weights, make_divisible, run_blocks, stages_from_blocks
 from ._registry import register_model
+from .info import MOBILENET_RECIPE, ModelInfo
 from ..errors import BetterConvError
 
 # t, c, n, s
@@ -57,7 +58,7 @@ class MobileNetV2(nn.Module):
         if not 0.1 <= width_mult <= 4:
             raise BetterConvError(f"mobilenet_v2 width_mult must be between 0.1 and 4, got {width_mult}")
         stem_channels = make_divisible(32 * width_mult, round_nearest)
-        self.stem = ConvNormAct(3, stem_channels, 3, 2, padding=padding, act_layer=ReLU6)
+        self.stem = ConvNormAct(3, stem_channels, 3, 2, padding=padding, act_layer=InplaceReLU6)
         # stage strides: stem, then one per row of the table
         plan = dilated_strides([2] + [s for *_, s in INVERTED_RESIDUAL_SETTING], output_stride)
         blocks: list[nn.Module] = []
@@ -78,7 +79,7 @@ class MobileNetV2(nn.Module):
         self.num_features = in_channels
         if num_classes is not None:
             last_channels = make_divisible(1280 * max(1.0, width_mult), round_nearest)
-            self.head = ConvNormAct(in_channels, last_channels, 1, padding=padding, act_layer=ReLU6)
+            self.head = ConvNormAct(in_channels, last_channels, 1, padding=padding, act_layer=InplaceReLU6)
             self.pool = nn.AdaptiveAvgPool2d(1)
             self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(last_channels, num_classes))
             self.num_features = last_channels
@@ -97,7 +98,7 @@ class MobileNetV2(nn.Module):
         return self.classifier(x)
 
 
-@register_model()
+@register_model(ModelInfo("classification", recipe=MOBILENET_RECIPE, torchvision="mobilenet_v2"))
 def mobilenet_v2(*, num_classes: int | None = 1000, width_mult: float = 1.0, output_stride: int = 32,
                  dropout: float = 0.2, padding: str | None = None, round_nearest: int = 8) -> MobileNetV2:
     """`round_nearest=1` is TensorFlow DeepLab's channel rounding below width 1 (for its ported weights)."""

@@ -23,6 +23,7 @@ from ..errors import BetterConvError
 from ..layers import ConvNormAct
 from ._features import FeatureInfo, dilated_strides, init_weights
 from ._registry import register_model
+from .info import SGD_COSINE_RECIPE, ModelInfo
 
 
 class Bottleneck(nn.Module):
@@ -101,13 +102,13 @@ class ResNet(nn.Module):
         return self.fc(self.pool(x).flatten(1))  # (B, 2048) -> (B, num_classes)
 
 
-@register_model()
+@register_model(ModelInfo("classification", recipe=SGD_COSINE_RECIPE, torchvision="resnet50"))
 def resnet50(*, num_classes: int | None = 1000, output_stride: int = 32,
              multi_grid: Sequence[int] | None = None) -> ResNet:
     return ResNet((3, 4, 6, 3), num_classes=num_classes, output_stride=output_stride, multi_grid=multi_grid)
 
 
-@register_model()
+@register_model(ModelInfo("classification", recipe=SGD_COSINE_RECIPE, torchvision="resnet101"))
 def resnet101(*, num_classes: int | None = 1000, output_stride: int = 32,
               multi_grid: Sequence[int] | None = None) -> ResNet:
     return ResNet((3, 4, 23, 3), num_classes=num_classes, output_stride=output_stride, multi_grid=multi_grid)

@@ -27,6 +27,7 @@ from ..errors import BetterConvError
 from ..layers import ConvNormAct, ShuffleUnit
 from ._features import FeatureInfo, init_weights
 from ._registry import register_model
+from .info import SGD_COSINE_RECIPE, ModelInfo
 
 STAGE_CHANNELS = {1: (144, 288, 576), 2: (200, 400, 800), 3: (240, 480, 960), 4: (272, 544, 1088),
                   8: (384, 768, 1536)}
@@ -93,6 +94,7 @@ class ShuffleNetV1(nn.Module):
         return self.classifier(self.pool(x).flatten(1))  # (B, C4) -> (B, num_classes)
 
 
-@register_model()
+@register_model(ModelInfo("classification", recipe=SGD_COSINE_RECIPE,
+                          peer_note="torchvision has ShuffleNet v2 only, a different network"))
 def shufflenet_v1(*, num_classes: int | None = 1000, groups: int = 3, scale: float = 1.0) -> ShuffleNetV1:
     return ShuffleNetV1(num_classes=num_classes, groups=groups, scale=scale)

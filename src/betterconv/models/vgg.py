@@ -19,6 +19,7 @@ from torch import nn
 from ..layers import ConvNormAct
 from ._features import FeatureInfo, init_weights
 from ._registry import register_model
+from .info import SGD_COSINE_RECIPE, ModelInfo
 
 # channels of the 3x3 convolutions of each stage; every stage ends with a 2x2 max-pool
 VGG16_STAGES = [(64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512)]
@@ -84,7 +85,7 @@ class VGG(nn.Module):
         return self.classifier(x)
 
 
-@register_model()
+@register_model(ModelInfo("classification", recipe=SGD_COSINE_RECIPE, torchvision="vgg16"))
 def vgg16(*, num_classes: int | None = 1000, batch_norm: bool = False, dropout: float = 0.5,
           fc_as_conv: bool = False) -> VGG:
     return VGG(VGG16_STAGES, num_classes=num_classes, batch_norm=batch_norm, dropout=dropout,

@@ -36,12 +36,30 @@ from torch import nn
 
 from ..errors import BetterConvError
 from ..layers import Reorg
-from ..tasks.region import check_location
 from ._features import FeatureInfo, make_divisible
 from ._registry import register_model
+from .info import DARKNET_MEAN, DARKNET_STD, DetRecipe, ModelInfo
 from .darknet import DARKNET19_STAGES, Darknet, DarknetMaxPool, darknet_conv, init_darknet_weights
 
+# how the head's t_x, t_y place a box (decoded in tasks.region): YOLOv2 §2's direct location prediction, or the
+# anchor offsets it started from
+LOCATIONS = ("sigmoid", "offset")
+
+
+def check_location(location: str) -> str:
+    if location not in LOCATIONS:
+        raise BetterConvError(f"location must be one of {', '.join(LOCATIONS)}, got {location!r}")
+    return location
+
+
 VOC_ANCHORS = ((1.3221, 1.73145), (3.19275, 4.00944), (5.05587, 8.09892), (9.47112, 4.84053), (11.2364, 10.0071))
+
+
+# YOLOv2 §3 (darknet's yolov2-voc.cfg): SGD, lr 1e-3 after a 1000-step warm-up (burn_in), momentum 0.9, weight
+# decay 5e-4, 160 epochs with the rate divided by 10 at epochs 60 and 90, batch 64.
+YOLOV2_RECIPE = DetRecipe("sgd", 1e-3, 0.9, 5e-4, "step", 160, (60, 90), 64, 1000,
+                          source="YOLOv2 (Redmon & Farhadi 2017) §3, yolov2-voc.cfg")
+_NO_PEER = "torchvision has no YOLOv2"
 TINY_VOC_ANCHORS = ((1.08, 1.19), (3.42, 4.41), (6.63, 11.38), (9.42, 5.11), (16.62, 10.52))
 TINY_STAGES = [[(32, 3)], [(64, 3)], [(128, 3)], [(256, 3)], [(512, 3)]]
 
@@ -173,7 +191,8 @@ class TinyYOLOv2(_YOLOv2Base):
         return self.pred(self.head(y))  # (B, A*(5+C), H/32, W/32)
 
 
-@register_model()
+@register_model(ModelInfo("detection", input_size=(416, 416), mean=DARKNET_MEAN, std=DARKNET_STD,
+                          recipe=YOLOV2_RECIPE, backbone_classifier="darknet19", peer_note=_NO_PEER))
 def yolov2(*, num_classes: int = 20, anchors: Sequence[tuple[float, float]] | None = None,
            second_scale: bool = False, passthrough: bool = True, location: str = "sigmoid",
            width_mult: float = 1.0) -> YOLOv2:
@@ -185,7 +204,8 @@ def yolov2(*, num_classes: int = 20, anchors: Sequence[tuple[float, float]] | No
                   second_scale=second_scale, passthrough=passthrough, location=location, width_mult=width_mult)
 
 
-@register_model()
+@register_model(ModelInfo("detection", input_size=(416, 416), mean=DARKNET_MEAN, std=DARKNET_STD,
+                          recipe=YOLOV2_RECIPE, peer_note=_NO_PEER))
 def yolov2_tiny(*, num_classes: int = 20, anchors: Sequence[tuple[float, float]] | None = None,
                 width_mult: float = 1.0, location: str = "sigmoid") -> TinyYOLOv2:
     """`width_mult` scales every layer's channels (rounded to multiples of 8); 1.0 is yolov2-tiny-voc.cfg."""

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -11,7 +10,9 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
+from ..data.class_names import default_class_names
 from ..errors import BetterConvError
+from ..models import ClsRecipe, model_info
 
 
 def _logits(out) -> torch.Tensor:
@@ -123,49 +124,17 @@ def ema_state_to_model(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
     return {k.removeprefix("module."): v for k, v in state.items() if k.startswith("module.")}
 
 
-@dataclass(frozen=True)
-class ClsRecipe:
-    """A training recipe; the learning rate is `base_lr` at `base_batch` images per step, scaled linearly."""
-
-    optimizer: str
-    base_lr: float
-    base_batch: int
-    momentum: float
-    weight_decay: float
-    schedule: str
-    batch_size: int
-    epochs: int
-    rmsprop_decay: float = 0.9
-    lr_decay: float = 0.98
-    source: str = ""
-
-    def lr(self, batch_size: int) -> float:
-        """Linear scaling of the rate with the batch (Goyal et al. 2017, "Accurate, Large Minibatch SGD")."""
-        return self.base_lr * batch_size / self.base_batch
-
-
-RECIPES = {
-    # MobileNetV2 §6.1 (and MobileNetV1 §4): RMSProp with decay and momentum 0.9, weight decay 4e-5, initial rate
-    # 0.045 decayed by 0.98 per epoch, batch 96 per worker. The paper gives no epoch count; 300 is our choice.
-    "mobilenet": ClsRecipe("rmsprop", 0.045, 96, 0.9, 4e-5, "exponential", 96, 300,
-                           source="MobileNetV2 (Sandler et al. 2018) §6.1: RMSProp 0.9/0.9, wd 4e-5, lr 0.045 x "
-                                  "batch/96, x0.98 per epoch"),
-    # Everything else: SGD with momentum 0.9, weight decay 1e-4 and rate 0.1 per 256 images (ResNet
-    # §3.4, Goyal et al.'s scaling), cosine decay to 0 (Loshchilov & Hutter 2017, SGDR), 90 epochs.
-    "sgd": ClsRecipe("sgd", 0.1, 256, 0.9, 1e-4, "cosine", 256, 90,
-                     source="SGD momentum 0.9, wd 1e-4, lr 0.1 x batch/256 (ResNet §3.4), cosine, 90 epochs"),
-}
-
-
 def recipe_for(model_name: str) -> ClsRecipe:
-    """MobileNets (v1, v2) get the MobileNetV2 paper's RMSProp recipe; every other model SGD with cosine decay."""
-    return RECIPES["mobilenet" if model_name.startswith("mobilenet") else "sgd"]
+    """The training recipe recorded for a classifier (its `ModelInfo.recipe`): the MobileNetV2 paper's RMSProp
+    recipe for the MobileNets, SGD with cosine decay for the others."""
+    recipe = model_info(model_name).recipe
+    if not isinstance(recipe, ClsRecipe):
+        raise BetterConvError(f"{model_name} is not a classifier")
+    return recipe
 
 
 def class_names_for(num_classes: int, recorded: Sequence[str] | None = None) -> list[str]:
     """`recorded` names when they fit, else the standard set for the class count, else class_0, class_1, ..."""
-    from ..data.class_names import default_class_names
-
     if recorded and len(recorded) == num_classes:
         return list(recorded)
     return list(default_class_names(num_classes) or [f"class_{i}" for i in range(num_classes)])

@@ -12,9 +12,14 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
+from torch.utils.data import DataLoader, Subset
 from torchvision.ops import batched_nms
+from tqdm import tqdm
 
+from ..data.det_transforms import unresize_boxes
+from ..data.detection import collate_detection
 from ..errors import BetterConvError
+from .detection_metrics import evaluate_detections
 from .region import decode_region
 
 __all__ = ["nms_best", "postprocess", "to_coco_results"]
@@ -41,7 +46,7 @@ def nms_best(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, io
     among them, exactly the boxes NMS over all candidates keeps. Once the k best give `max_det` survivors, the
     others cannot change the answer: k starts at 2 * `max_det` and doubles until they do (at most about twice the
     work of one NMS over everything, and far less when many candidates pass the threshold, as they do at the mAP
-    threshold 0.005: 3000 candidates, 3.2 ms for one NMS on this project's CPU)."""
+    threshold 0.005)."""
     order = scores.argsort(descending=True, stable=True)
     k = min(len(order), 2 * max_det)
     while True:
@@ -140,12 +145,6 @@ def detect_dataset(model: torch.nn.Module, dataset, input_size: int, device: tor
     anchors, classes and location rule.
 
     Returns per image the detections and the ground truth, both in pixels of the original image."""
-    from torch.utils.data import DataLoader, Subset
-    from tqdm import tqdm
-
-    from ..data.det_transforms import unresize_boxes
-    from ..data.detection import collate_detection
-
     module = model.module if hasattr(model, "module") else model
     was_training = module.training
     module.eval()
@@ -170,8 +169,6 @@ def detect_dataset(model: torch.nn.Module, dataset, input_size: int, device: tor
 def evaluate_detector(model: torch.nn.Module, dataset, input_size: int, device: torch.device | str = "cpu",
                       max_images: int | None = None, coco: bool = True, progress: bool = True) -> dict:
     """VOC07 / VOC / COCO metrics of the model on `dataset` (see `evaluate_detections`)."""
-    from .detection_metrics import evaluate_detections
-
     detections, ground_truth = detect_dataset(model, dataset, input_size, device, max_images=max_images,
                                               progress=progress)
     n = len(detections)

@@ -25,16 +25,10 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import BetterConvError
+from ..models.yolov2 import LOCATIONS, check_location
 
 __all__ = ["LOCATIONS", "RegionDetections", "cell_offsets", "decode_region"]
 
-LOCATIONS = ("sigmoid", "offset")
-
-
-def check_location(location: str) -> str:
-    if location not in LOCATIONS:
-        raise BetterConvError(f"location must be one of {', '.join(LOCATIONS)}, got {location!r}")
-    return location
 
 
 def cell_offsets(t_x: torch.Tensor, t_y: torch.Tensor, anchor_w: torch.Tensor, anchor_h: torch.Tensor,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -14,23 +13,24 @@ from torch import nn
 from tqdm import tqdm
 
 from .._io import write_atomic
-from ..data.segmentation import IGNORE_INDEX
+from ..data.segmentation import IGNORE_INDEX, read_label_png
+from ..errors import BetterConvError
+from ..models import SegRecipe, model_info
 from .segmentation_metrics import SegmentationMetric
 
-AUX_WEIGHT = 0.4  # torchvision's reference recipe for its auxiliary FCN head
-
-
 def segmentation_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], step: int = 0,
-                      ignore_index: int = IGNORE_INDEX, class_weights: torch.Tensor | None = None) -> torch.Tensor:
+                      ignore_index: int = IGNORE_INDEX, class_weights: torch.Tensor | None = None,
+                      aux_weight: float = 0.5) -> torch.Tensor:
     """Per-pixel cross-entropy averaged over labelled pixels (the normalised form of FCN's per-pixel sum),
-    optionally weighted per class."""
+    optionally weighted per class; plus `aux_weight` times the auxiliary head's loss when the model has one
+    (0.5 in torchvision's reference recipe, `SegRecipe.aux_weight`)."""
     images, masks = batch
     out = model(images)
     weight = None if class_weights is None else class_weights.to(images.device)
     if isinstance(out, tuple):  # (logits, auxiliary logits)
         main, aux = out
         return (F.cross_entropy(main, masks, weight=weight, ignore_index=ignore_index)
-                + AUX_WEIGHT * F.cross_entropy(aux, masks, weight=weight, ignore_index=ignore_index))
+                + aux_weight * F.cross_entropy(aux, masks, weight=weight, ignore_index=ignore_index))
     return F.cross_entropy(out, masks, weight=weight, ignore_index=ignore_index)
 
 
@@ -51,47 +51,12 @@ def median_frequency_weights(dataset, num_classes: int, ignore_index: int = IGNO
     return torch.tensor(np.where(freq > 0, median / np.maximum(freq, 1e-12), 0.0), dtype=torch.float32)
 
 
-@dataclass(frozen=True)
-class SegRecipe:
-    """A paper's training defaults; every field can be overridden on the command line."""
-
-    optimizer: str
-    lr: float
-    momentum: float
-    weight_decay: float
-    schedule: str
-    batch_size: int
-    crop_size: int
-    epochs: int
-    eval_output_stride: int | None = None
-    eval_scales: tuple[float, ...] = (1.0,)
-    eval_flip: bool = False
-    source: str = ""
-
-
-RECIPES = {
-    # FCN §4.3: SGD, momentum 0.99, batch 1, lr 1e-10 on the per-pixel *sum*; with the mean over a 500x500 image
-    # the same step is 1e-10 * 250,000 = 2.5e-5. Weight decay 5e-4, fixed learning rate.
-    "fcn": SegRecipe("sgd", 2.5e-5, 0.99, 5e-4, "constant", 1, 500, 50,
-                     source="FCN (Long et al. 2015) §4.3, 'heavy' momentum 0.99, batch 1"),
-    # DeepLabv3 §4.1: lr 0.007, poly power 0.9, momentum 0.9, weight decay 1e-4 (4e-5 for MobileNetV2, §6.3),
-    # crop 513, batch 16, batch norm trained, output stride 16 in training; evaluated at output stride 8 with
-    # scales 0.5-1.75 and left-right flips (§4.3).
-    "deeplabv3": SegRecipe("sgd", 0.007, 0.9, 1e-4, "poly", 16, 513, 50, eval_output_stride=8,
-                           eval_scales=(0.5, 0.75, 1.0, 1.25, 1.5, 1.75), eval_flip=True,
-                           source="DeepLabv3 (Chen et al. 2017) §4.1, §4.3"),
-}
-
-
 def recipe_for(model_name: str) -> SegRecipe:
-    if model_name.startswith("deeplabv3"):
-        recipe = RECIPES["deeplabv3"]
-        if "mobilenet" in model_name:
-            from dataclasses import replace
-
-            recipe = replace(recipe, weight_decay=4e-5)
-        return recipe
-    return RECIPES["fcn"]
+    """The training recipe recorded for a segmentation model (its `ModelInfo.recipe`)."""
+    recipe = model_info(model_name).recipe
+    if not isinstance(recipe, SegRecipe):
+        raise BetterConvError(f"{model_name} is not a segmentation model")
+    return recipe
 
 
 @torch.no_grad()
@@ -135,9 +100,6 @@ def evaluate_segmentation(model: nn.Module, dataset, num_classes: int, device: t
 
 def evaluate_prediction_files(predictions: Path, dataset, num_classes: int, boundary_tolerance: int = 2) -> dict:
     """The same metrics for label PNGs already written, matched to the ground truth by file stem."""
-    from ..data.segmentation import read_label_png
-    from ..errors import BetterConvError
-
     metric = SegmentationMetric(num_classes, ignore_index=IGNORE_INDEX, boundary_tolerance=boundary_tolerance)
     for i in range(len(dataset)):
         image_path = Path(dataset.files[i][0])

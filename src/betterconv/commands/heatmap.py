@@ -1,0 +1,38 @@
+"""`betterconv heatmap`: where a convolutionalised classifier sees a class in an image (FCN §3.1)."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .._io import write_atomic
+from ..analysis.heatmap import class_heatmap, find_class, heatmap_png, read_image
+from ..errors import BetterConvError
+from ..weights import create_model, output_class_names, weights_preprocessing
+from ._common import add_trusted_option
+
+
+def cmd_heatmap(args: argparse.Namespace) -> None:
+    image = read_image(args.image)
+    model = create_model(args.model, weights=args.weights, trusted=args.trusted)
+    pre = weights_preprocessing(args.model, args.weights)
+    names = pre["class_names"] or output_class_names(model)
+    if not names:
+        raise BetterConvError("the weights carry no class names; convert them with --class-names")
+    index = find_class(names, args.class_name)
+    heat = class_heatmap(model, image, index, pre["mean"], pre["std"], short_side=args.size)
+    output = Path(args.output or f"{Path(args.image).stem}_{names[index].replace(' ', '_')}_heatmap.png")
+    write_atomic(output, heatmap_png(image, heat, f"{names[index]}: peak probability {heat.max():.2f}"))
+    print(f"wrote {output} (class {names[index]!r}, peak probability {heat.max():.3f})")
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    """Register `heatmap` on the top-level sub-command parsers."""
+    p = sub.add_parser("heatmap", help="class heat-map of a convolutionalised VGG classifier over an image (FCN §3.1)")
+    p.add_argument("image", help="the image file")
+    p.add_argument("--model", default="vgg16", help="registered classifier (default: vgg16)")
+    p.add_argument("--weights", help="classifier weights (torchvision .pth or betterconv .safetensors)")
+    p.add_argument("--class", dest="class_name", required=True, help="class name, e.g. 'tabby' or 'Egyptian cat'")
+    p.add_argument("--size", type=int, default=448, help="resize the short side to this (default 448)")
+    p.add_argument("--output", help="output PNG (default: <image stem>_<class>_heatmap.png)")
+    add_trusted_option(p)
+    p.set_defaults(func=cmd_heatmap)
