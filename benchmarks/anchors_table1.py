@@ -23,7 +23,7 @@ def main() -> None:
     p.add_argument("--split", default="train2017")
     p.add_argument("--input-size", type=int, default=416)
     args = p.parse_args()
-    from betterconv._io import write_atomic
+    from betterconv.files import write_atomic
     from betterconv.data.detection import detection_dataset
     from betterconv.tasks.anchors import compare_anchors, dataset_boxes, kmeans_anchors
 

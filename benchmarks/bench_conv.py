@@ -28,7 +28,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    from betterconv._io import write_atomic
+    from betterconv.files import write_atomic
     from betterconv.analysis.conv_cost import conv_cost_table, format_conv_cost, rows_to_dicts
 
     rows = conv_cost_table(repeats=args.repeats)

@@ -35,7 +35,7 @@ import sys
 import time
 from pathlib import Path
 
-from betterconv._io import write_atomic
+from betterconv.files import write_atomic
 from betterconv.analysis.infer_bench import bench_record, measure_inference
 from betterconv.analysis.timing import load_average
 

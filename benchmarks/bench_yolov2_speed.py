@@ -91,7 +91,7 @@ def main() -> None:
     from PIL import Image
     from torchvision.ops import box_iou
 
-    from betterconv._io import write_atomic
+    from betterconv.files import write_atomic
     from betterconv.analysis.infer_bench import calibrate_batch_norm
     from betterconv.analysis.timing import (Timed, machine_info, ort_call, ort_session, time_in_blocks, torch_call,
                                             versions)

@@ -94,7 +94,7 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(max(1, os.cpu_count() or 1))
 
-    from betterconv._io import write_atomic
+    from betterconv.files import write_atomic
     from betterconv.analysis.profile import profile
     from betterconv.cli import main as cli
     from betterconv.data.classification import classification_dataset, eval_transform, held_out_split
@@ -171,7 +171,7 @@ def plot(report: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from betterconv._io import write_atomic
+    from betterconv.files import write_atomic
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     markers = {"fashion-mnist": "o", "cifar10": "s"}

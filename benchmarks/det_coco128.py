@@ -48,7 +48,7 @@ def main() -> None:
         sys.exit(f"coco128 not found at {root}")
     torch.set_num_threads(max(1, os.cpu_count() or 1))
 
-    from betterconv._io import write_atomic
+    from betterconv.files import write_atomic
     from betterconv.analysis.profile import profile
     from betterconv.cli import main as cli
     from betterconv.data.detection import detection_dataset

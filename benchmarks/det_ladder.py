@@ -128,7 +128,7 @@ def main() -> None:
     args = p.parse_args()
     torch.set_num_threads(max(1, os.cpu_count() or 1))
 
-    from betterconv._io import write_atomic
+    from betterconv.files import write_atomic
     from betterconv.data.detection import detection_dataset
     from betterconv.data.det_transforms import eval_transform
     from betterconv import create_model

@@ -63,7 +63,7 @@ def main() -> None:
         sys.exit(f"CamVid not found at {DATA / 'camvid'}")
     torch.set_num_threads(max(1, os.cpu_count() or 1))
 
-    from betterconv._io import write_atomic
+    from betterconv.files import write_atomic
     from betterconv.cli import main as cli
     from betterconv.data.segmentation import segmentation_dataset
     from betterconv.data.transforms import eval_transform

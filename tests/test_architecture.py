@@ -54,6 +54,9 @@ def _imports(module: str, path: Path):
     tree = ast.parse(path.read_text())
     package = module if path.name == "__init__.py" else module.rsplit(".", 1)[0]
     top_level = {id(node) for node in tree.body}
+    for node in tree.body:  # `if TYPE_CHECKING:` imports are for type checkers only, never run
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING":
+            top_level |= {id(child) for child in node.body}
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom):
             if node.level:

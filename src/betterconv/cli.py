@@ -6,13 +6,13 @@ import os
 import sys
 
 from .commands import bench, classification, convert, detection, export, heatmap, models, segmentation
-from .commands._common import _Parser, add_task_groups
+from .commands._common import Parser, add_task_groups
 from .errors import BetterConvError, first_line
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="betterconv", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = Parser(prog="betterconv", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     models.add_parsers(sub)
     convert.add_parsers(sub)
     heatmap.add_parsers(sub)

@@ -22,15 +22,17 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
-from ._io import write_atomic
+from .files import write_atomic
 from .data.class_names import default_class_names
 from .errors import BetterConvError, first_line
 from .interop.darknet import load_darknet_weights
 from .interop.tflite import load_tflite, tflite_input, tflite_model_config
 from .interop.torchvision import map_torchvision_state_dict, torchvision_config, torchvision_family
 from .interop.torchvision import vgg_from_torchvision
-from .models import build, model_info
+from .models import build, model_arguments, model_info
+from .models.fcn import FCN
 from .models.fcn import convolutionalize as convolutionalize_vgg
+from .models.vgg import VGG
 from .models.info import DARKNET_MEAN, DARKNET_STD, TF_MEAN, TF_STD
 
 SAFETENSORS_FORMAT = "betterconv"
@@ -174,10 +176,67 @@ def weights_preprocessing(name: str, weights: str | Path | None = None) -> dict[
             "class_names": meta.get("betterconv.class_names")}
 
 
+def num_outputs(model: nn.Module) -> int:
+    """The output count of the model's last linear or convolutional layer (its classes, for a classifier)."""
+    last = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))][-1]
+    return int(getattr(last, "out_features", None) or last.out_channels)
+
+
 def output_class_names(model: nn.Module) -> tuple[str, ...] | None:
     """The standard class names (ImageNet, COCO, VOC, ...) for the number of outputs of `model`'s last layer."""
-    last = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))][-1]
-    return default_class_names(int(getattr(last, "out_features", None) or last.out_channels))
+    return default_class_names(num_outputs(model))
+
+
+# --- dense models started from ImageNet classifiers, staged trainings ---------------------------------------------
+# keywords a classifier's weights impose on the backbone (e.g. TensorFlow padding of TFLite weights)
+BACKBONE_KEYWORDS = ("padding", "round_nearest")
+
+
+def backbone_classifier(name: str, weights: str, trusted: bool = False) -> nn.Module:
+    """The ImageNet classifier that starts dense model `name`'s backbone, with `weights` loaded."""
+    classifier = model_info(name).backbone_classifier
+    if classifier is None:
+        raise BetterConvError(f"{name} has no ImageNet backbone to load")
+    return create_model(classifier, weights=weights, trusted=trusted)
+
+
+def backbone_keywords(name: str, classifier: nn.Module) -> dict[str, Any]:
+    """The builder keywords of `classifier` that model `name` must share to take its weights (`BACKBONE_KEYWORDS`)."""
+    accepted = model_arguments(name)
+    return {k: classifier.model_kwargs[k] for k in BACKBONE_KEYWORDS if k in classifier.model_kwargs and k in accepted}
+
+
+def backbone_from_classifier(model: nn.Module, classifier: nn.Module, source: str) -> int:
+    """Copy an ImageNet classifier's weights into a dense model's backbone (and FCN's fc6/fc7, which are
+    VGG's fc6/fc7 as convolutions, FCN §3.1). Returns the number of tensors copied."""
+    state = {f"backbone.{k}": v for k, v in classifier.state_dict().items()}
+    if isinstance(model, FCN) and isinstance(classifier, VGG):
+        conv = convolutionalize(classifier).state_dict()
+        for ours, theirs in (("fc6.conv", "classifier.0.conv"), ("fc7.conv", "classifier.2.conv")):
+            for kind in ("weight", "bias"):
+                state[f"{ours}.{kind}"] = conv[f"{theirs}.{kind}"]
+    target = model.state_dict()
+    wanted = [k for k in target if k.startswith("backbone.")]
+    missing = [k for k in wanted if k not in state or state[k].shape != target[k].shape]
+    if missing:
+        raise BetterConvError(f"{source}: these weights do not fit the backbone ({len(missing)} tensors, "
+                              f"first {missing[0]})")
+    copied = {k: v for k, v in state.items() if k in target and v.shape == target[k].shape}
+    model.load_state_dict(copied, strict=False)
+    return len(copied)
+
+
+def init_from_checkpoint(model: nn.Module, path: str, trusted: bool = False) -> tuple[int, int]:
+    """Staged training (FCN §4.2: 32s -> 16s -> 8s): copy every tensor whose name and shape match from a checkpoint
+    or weights file; the rest keep their initialisation. Returns (copied, total)."""
+    state, _ = read_checkpoint(path, trusted)
+    target = model.state_dict()
+    copied = {k: v for k, v in state.items() if k in target and v.shape == target[k].shape}
+    if not copied:
+        raise BetterConvError(f"{path}: no tensor in it fits {type(model).__name__}")
+    model.load_state_dict(copied, strict=False)
+    return len(copied), len(target)
+
 
 
 def convolutionalize(classifier: nn.Module) -> nn.Module:

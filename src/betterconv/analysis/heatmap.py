@@ -4,26 +4,15 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch import nn
 
 from ..errors import BetterConvError
 from ..models.fcn import convolutionalize
-
-
-def read_image(path: str | Path) -> Image.Image:
-    try:
-        with Image.open(path) as im:
-            return im.convert("RGB")
-    except FileNotFoundError:
-        raise BetterConvError(f"{path}: no such file") from None
-    except (UnidentifiedImageError, OSError) as e:
-        raise BetterConvError(f"{path}: not a readable image ({e.__class__.__name__})") from None
 
 
 def to_tensor(image: Image.Image, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:

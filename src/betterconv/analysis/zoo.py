@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .._io import write_atomic
+from ..files import write_atomic
 from ..models import create_model, list_models, paper_input_size
 from .profile import profile
 

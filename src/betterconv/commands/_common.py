@@ -1,5 +1,5 @@
-"""What the command modules share: the parser class, the option groups, `--arg` parsing, devices, backbones from
-ImageNet classifiers, staged starts and datasets' skip reports."""
+"""What the command modules share: the parser class, the option groups, `--arg` parsing, devices and datasets'
+skip reports."""
 from __future__ import annotations
 
 import argparse
@@ -10,16 +10,9 @@ import torch
 from torch import nn
 
 from ..errors import BetterConvError
-from ..models import model_arguments, model_info
-from ..models.fcn import FCN, convolutionalize
-from ..models.vgg import VGG
-from ..weights import create_model, read_checkpoint
+from ..weights import backbone_from_classifier, create_model, init_from_checkpoint
 
-# keywords a classifier's weights impose on the backbone (e.g. TensorFlow padding of TFLite weights)
-BACKBONE_KEYWORDS = ("padding", "round_nearest")
-
-
-class _Parser(argparse.ArgumentParser):
+class Parser(argparse.ArgumentParser):
     """An argument parser whose errors are one `BetterConvError` line instead of usage and message."""
 
     def error(self, message: str) -> None:
@@ -51,64 +44,21 @@ def device_for(name: str | None) -> torch.device:
     return torch.device(name or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
-def model_num_classes(model: nn.Module) -> int:
-    """The output count of the model's last linear or convolutional layer."""
-    last = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))][-1]
-    return int(getattr(last, "out_features", None) or last.out_channels)
-
-
 def load_model(args: argparse.Namespace, **overrides: Any) -> nn.Module:
     """`--model` with `--weights` loaded, built with the `--arg` keywords and then `overrides`."""
     return create_model(args.model, weights=args.weights, trusted=args.trusted,
                         **{**parse_model_args(args.arg), **overrides})
 
 
-def backbone_classifier(name: str, weights: str, trusted: bool = False) -> nn.Module:
-    """The ImageNet classifier that starts dense model `name`'s backbone, with `weights` loaded."""
-    classifier = model_info(name).backbone_classifier
-    if classifier is None:
-        raise BetterConvError(f"{name} has no ImageNet backbone to load")
-    return create_model(classifier, weights=weights, trusted=trusted)
+def init_from(model: nn.Module, path: str, trusted: bool = False) -> None:
+    """Staged training: start from every tensor of `path` whose name and shape fit (`init_from_checkpoint`)."""
+    copied, total = init_from_checkpoint(model, path, trusted)
+    print(f"initialised {copied}/{total} tensors from {path}")
 
 
-def backbone_keywords(name: str, classifier: nn.Module) -> dict[str, Any]:
-    """The builder keywords of `classifier` that model `name` must share to take its weights (`BACKBONE_KEYWORDS`)."""
-    accepted = model_arguments(name)
-    return {k: classifier.model_kwargs[k] for k in BACKBONE_KEYWORDS if k in classifier.model_kwargs and k in accepted}
-
-
-def backbone_from_classifier(model: nn.Module, classifier: nn.Module, source: str) -> int:
-    """Copy an ImageNet classifier's weights into a dense model's backbone (and FCN's fc6/fc7, which are
-    VGG's fc6/fc7 as convolutions, FCN §3.1). Prints and returns the number of tensors copied."""
-    state = {f"backbone.{k}": v for k, v in classifier.state_dict().items()}
-    if isinstance(model, FCN) and isinstance(classifier, VGG):
-        conv = convolutionalize(classifier).state_dict()
-        for ours, theirs in (("fc6.conv", "classifier.0.conv"), ("fc7.conv", "classifier.2.conv")):
-            for kind in ("weight", "bias"):
-                state[f"{ours}.{kind}"] = conv[f"{theirs}.{kind}"]
-    target = model.state_dict()
-    wanted = [k for k in target if k.startswith("backbone.")]
-    missing = [k for k in wanted if k not in state or state[k].shape != target[k].shape]
-    if missing:
-        raise BetterConvError(f"{source}: these weights do not fit the backbone ({len(missing)} tensors, "
-                              f"first {missing[0]})")
-    copied = {k: v for k, v in state.items() if k in target and v.shape == target[k].shape}
-    model.load_state_dict(copied, strict=False)
-    print(f"backbone: {len(copied)} tensors from {source}")
-    return len(copied)
-
-
-def init_from(model: nn.Module, path: str, trusted: bool = False) -> tuple[int, int]:
-    """Staged training (FCN §4.2: 32s -> 16s -> 8s): copy every tensor whose name and shape match from a checkpoint
-    or weights file; the rest keep their initialisation. Prints and returns (copied, total)."""
-    state, _ = read_checkpoint(path, trusted)
-    target = model.state_dict()
-    copied = {k: v for k, v in state.items() if k in target and v.shape == target[k].shape}
-    if not copied:
-        raise BetterConvError(f"{path}: no tensor in it fits {type(model).__name__}")
-    model.load_state_dict(copied, strict=False)
-    print(f"initialised {len(copied)}/{len(target)} tensors from {path}")
-    return len(copied), len(target)
+def load_backbone(model: nn.Module, classifier: nn.Module, source: str) -> None:
+    """Start a dense model's backbone from an ImageNet classifier (`backbone_from_classifier`)."""
+    print(f"backbone: {backbone_from_classifier(model, classifier, source)} tensors from {source}")
 
 
 def report_skipped(dataset: Any, what: str) -> Any:
@@ -178,5 +128,5 @@ def add_task_groups(sub: argparse._SubParsersAction) -> tuple[Any, Any, Any]:
     for name, help_text in (("train", "train a model"), ("eval", "evaluate a model or written predictions"),
                             ("predict", "run a model on images")):
         groups.append(sub.add_parser(name, help=help_text).add_subparsers(dest="task", required=True,
-                                                                         parser_class=_Parser))
+                                                                         parser_class=Parser))
     return groups[0], groups[1], groups[2]

@@ -5,10 +5,10 @@ import argparse
 import json
 from pathlib import Path
 
-from .._io import write_atomic
+from ..files import write_atomic
 from ..analysis.conv_cost import conv_cost_table, format_conv_cost, rows_to_dicts
 from ..analysis.infer_bench import VARIANTS, bench_record, measure_inference
-from ._common import _Parser, add_arg_option, parse_model_args
+from ._common import Parser, add_arg_option, parse_model_args
 
 
 def cmd_bench_conv(args: argparse.Namespace) -> None:
@@ -80,6 +80,6 @@ def add_infer_parser(bench_sub: argparse._SubParsersAction) -> argparse.Argument
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     """Register `bench` with its sub-commands `conv` and `infer` on the top-level sub-command parsers."""
     bench_sub = sub.add_parser("bench", help="measure costs and speed").add_subparsers(
-        dest="bench", required=True, parser_class=_Parser)
+        dest="bench", required=True, parser_class=Parser)
     add_conv_parser(bench_sub)
     add_infer_parser(bench_sub)

@@ -13,17 +13,17 @@ import torch
 from torch import nn
 from torchvision.transforms.v2.functional import pil_to_tensor
 
-from ..analysis.heatmap import read_image
 from ..data.classification import classification_dataset, eval_transform, held_out_split, train_transform
 from ..engine import Trainer, TrainConfig
+from ..data.images import open_image
 from ..errors import BetterConvError
 from ..models import model_arguments
 from ..models.info import IMAGENET_MEAN, IMAGENET_STD
 from ..tasks.classification import (ModelEMA, class_names_for, classification_loss, ema_state_to_model,
                                     evaluate_classifier, predict_topk, recipe_for)
-from ..weights import create_model, save_weights, weights_preprocessing
+from ..weights import create_model, num_outputs, save_weights, weights_preprocessing
 from ._common import (add_data_arguments, add_model_arguments, add_run_arguments, add_train_arguments, device_for,
-                      init_from, load_model, model_num_classes, parse_model_args, report_skipped)
+                      init_from, load_model, parse_model_args, report_skipped)
 
 DEFAULT_INPUT_SIZE = 224
 
@@ -154,7 +154,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     model, pre = _load_classifier(args)
     size = _input_size(args, pre)
     dataset = _dataset(args.data, args.split, eval_transform(size, pre["mean"], pre["std"]), args.skip_bad)
-    classes = model_num_classes(model)
+    classes = num_outputs(model)
     if classes != dataset.num_classes:
         raise BetterConvError(f"{args.weights}: the model has {classes} classes, {args.data} {args.split} has "
                               f"{dataset.num_classes}")
@@ -186,13 +186,13 @@ def _relabel(dataset, mapping: list[int]) -> None:
 
 def cmd_predict(args: argparse.Namespace) -> None:
     model, pre = _load_classifier(args)
-    names = class_names_for(model_num_classes(model), pre["class_names"])
+    names = class_names_for(num_outputs(model), pre["class_names"])
     transform = eval_transform(_input_size(args, pre), pre["mean"], pre["std"])
     device = device_for(args.device)
     model.to(device)
     results = []
     for path in args.images:
-        image = transform(pil_to_tensor(read_image(path))).unsqueeze(0).to(device)
+        image = transform(pil_to_tensor(open_image(path, mode="RGB"))).unsqueeze(0).to(device)
         with torch.no_grad():
             probs, indices = predict_topk(model, image, args.top_k)
         top = [{"class": names[i], "index": i, "probability": p} for p, i in zip(probs[0].tolist(),

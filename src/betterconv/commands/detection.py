@@ -16,13 +16,13 @@ from torch import nn
 from torchvision import tv_tensors
 from torchvision.transforms.v2.functional import pil_to_tensor
 
-from .._io import write_atomic
-from ..analysis.heatmap import read_image
+from ..files import write_atomic
 from ..data.class_names import default_class_names
 from ..data.det_transforms import eval_transform, train_transform, unresize_boxes
 from ..data.detection import DataWarning, collate_detection, detection_dataset
 from ..deploy import NcnnModel, export_ncnn
 from ..engine import Trainer, TrainConfig
+from ..data.images import open_image
 from ..errors import BetterConvError
 from ..models import DetRecipe, model_info
 from ..models.info import DARKNET_MEAN, DARKNET_STD
@@ -30,12 +30,11 @@ from ..tasks.anchors import (FASTER_RCNN_SHORT_SIDE, anchors_report, dataset_box
                              kmeans_anchors)
 from ..tasks.detection import detect_dataset, evaluate_detector, model_outputs, postprocess, to_coco_results
 from ..tasks.detection_metrics import coco_image_ids, evaluate_detections
-from ..tasks.multiscale import MultiScale
-from ..tasks.region_loss import RegionLoss, assign_to_scales
+from ..tasks.region_loss import DetectionLoss
 from ..tasks.segmentation import palette
-from ..weights import create_model, save_weights, weights_preprocessing
+from ..weights import backbone_classifier, create_model, save_weights, weights_preprocessing
 from ._common import (add_data_arguments, add_model_arguments, add_run_arguments, add_train_arguments,
-                      backbone_classifier, backbone_from_classifier, device_for, init_from, load_model,
+                      device_for, init_from, load_backbone, load_model,
                       parse_model_args, report_skipped)
 
 def _dataset(spec: str, split: str, transform, skip_bad: bool):
@@ -77,37 +76,11 @@ def build_detector(args: argparse.Namespace, dataset) -> nn.Module:
     kwargs = {"num_classes": dataset.num_classes, **_anchor_kwargs(args, dataset), **parse_model_args(args.arg)}
     model = create_model(args.model, **kwargs)
     if args.backbone_weights:
-        backbone_from_classifier(model, backbone_classifier(args.model, args.backbone_weights, args.trusted),
+        load_backbone(model, backbone_classifier(args.model, args.backbone_weights, args.trusted),
                                  args.backbone_weights)
     if args.init_from:
         init_from(model, args.init_from, args.trusted)
     return model
-
-
-class DetectionLoss:
-    """Region loss on multi-scale batches: the step decides the input size (YOLOv2 §2), and `images_seen` (for
-    the prior term of the first 12,800 images) counts whole batches as darknet does. With several prediction
-    scales each truth is predicted by the scale holding its best-shaped anchor (YOLOv3 §2.3)."""
-
-    def __init__(self, model: nn.Module, batch_size: int, multiscale: bool, seed: int) -> None:
-        location = getattr(model, "location", "sigmoid")
-        self.heads = [RegionLoss(a.cpu(), model.num_classes, location=location) for a in model.head_anchors()]
-        self.multiscale = MultiScale(seed=seed) if multiscale else None
-        self.batch_size = batch_size
-
-    def __call__(self, model: nn.Module, batch: tuple[torch.Tensor, list[dict]], step: int) -> torch.Tensor:
-        images, targets = batch
-        if self.multiscale is not None:
-            images, targets, _ = self.multiscale(images, targets, step)
-        outputs = model_outputs(model(images))  # (B, A_i*(5+C), H_i, W_i) per prediction scale
-        size = tuple(images.shape[-2:])
-        per_scale = assign_to_scales(targets, [h.anchors for h in self.heads], [size[0] / o.shape[-2] for o in outputs])
-        total = 0.0
-        for head, raw, scale_targets in zip(self.heads, outputs, per_scale):
-            head.to(raw.device)
-            loss, _ = head(raw, scale_targets, size, images_seen=(step + 1) * self.batch_size)
-            total = total + loss
-        return total
 
 
 def _recipe(model_name: str) -> dict[str, Any]:
@@ -253,7 +226,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
     colours = palette(model.num_classes + 1)[1:]
     detections, ids = [], []
     for path in args.images:
-        image = read_image(path)
+        image = open_image(path, mode="RGB")
         x = resize_to_input(tv_tensors.Image(pil_to_tensor(image)))[None]  # (1, 3, S, S) in [0, 1], as in eval
         with torch.no_grad():
             det = postprocess(model_outputs(forward(x)), model.head_anchors(), model.num_classes, args.input_size,

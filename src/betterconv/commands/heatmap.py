@@ -4,15 +4,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .._io import write_atomic
-from ..analysis.heatmap import class_heatmap, find_class, heatmap_png, read_image
+from ..files import write_atomic
+from ..analysis.heatmap import class_heatmap, find_class, heatmap_png
+from ..data.images import open_image
 from ..errors import BetterConvError
 from ..weights import create_model, output_class_names, weights_preprocessing
 from ._common import add_trusted_option
 
 
 def cmd_heatmap(args: argparse.Namespace) -> None:
-    image = read_image(args.image)
+    image = open_image(args.image, mode="RGB")
     model = create_model(args.model, weights=args.weights, trusted=args.trusted)
     pre = weights_preprocessing(args.model, args.weights)
     names = pre["class_names"] or output_class_names(model)

@@ -11,17 +11,18 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..analysis.heatmap import read_image, to_tensor
+from ..analysis.heatmap import to_tensor
 from ..data.segmentation import segmentation_dataset
 from ..data.transforms import eval_transform, train_transform
 from ..engine import Trainer, TrainConfig
+from ..data.images import open_image
 from ..errors import BetterConvError
 from ..models.info import IMAGENET_MEAN, IMAGENET_STD
 from ..tasks.segmentation import (evaluate_prediction_files, evaluate_segmentation, median_frequency_weights,
-                                  predict_logits, recipe_for, segmentation_loss, write_prediction)
-from ..weights import create_model, save_weights, weights_preprocessing
+                                  predict_probabilities, recipe_for, segmentation_loss, write_prediction)
+from ..weights import backbone_classifier, backbone_keywords, create_model, save_weights, weights_preprocessing
 from ._common import (add_data_arguments, add_model_arguments, add_run_arguments, add_train_arguments,
-                      backbone_classifier, backbone_from_classifier, backbone_keywords, device_for, init_from,
+                      device_for, init_from, load_backbone,
                       load_model, parse_floats, parse_model_args, report_skipped)
 
 
@@ -34,7 +35,7 @@ def build_model(args: argparse.Namespace, num_classes: int) -> nn.Module:
         kwargs = {**backbone_keywords(args.model, classifier), **kwargs}
     model = create_model(args.model, **kwargs)
     if classifier is not None:
-        backbone_from_classifier(model, classifier, args.backbone_weights)
+        load_backbone(model, classifier, args.backbone_weights)
     if getattr(args, "init_from", None):
         init_from(model, args.init_from, args.trusted)
     return model
@@ -42,8 +43,9 @@ def build_model(args: argparse.Namespace, num_classes: int) -> nn.Module:
 
 def cmd_train(args: argparse.Namespace) -> None:
     recipe = recipe_for(args.model)
-    overrides = {k: getattr(args, k) for k in ("optimizer", "lr", "momentum", "weight_decay", "schedule",
-                                               "batch_size", "crop_size", "epochs") if getattr(args, k) is not None}
+    fields = ("optimizer", "lr", "momentum", "weight_decay", "schedule", "batch_size", "crop_size", "epochs",
+              "aux_weight")
+    overrides = {k: getattr(args, k) for k in fields if getattr(args, k) is not None}
     recipe = replace(recipe, **overrides)
     train_set = segmentation_dataset(args.data, args.train_split, transform=train_transform(recipe.crop_size),
                                      skip_bad=args.skip_bad)
@@ -70,12 +72,12 @@ def cmd_train(args: argparse.Namespace) -> None:
                          extra={"task": "seg", "model": args.model, "model_kwargs": model.model_kwargs,
                                 "data": args.data, "class_names": list(train_set.class_names),
                                 "recipe": recipe.source})
-    loss_fn = segmentation_loss
+    weights = None
     if args.class_weights == "median-frequency":
         weights = median_frequency_weights(train_set, train_set.num_classes)
         print("class weights (median frequency): " + ", ".join(
             f"{name} {w:.2f}" for name, w in zip(train_set.class_names, weights.tolist())))
-        loss_fn = functools.partial(segmentation_loss, class_weights=weights)
+    loss_fn = functools.partial(segmentation_loss, class_weights=weights, aux_weight=recipe.aux_weight)
     trainer = Trainer(model, train_set, loss_fn, config, evaluate_fn=evaluate, best_metric="val_miou",
                       device=device)
     if args.resume and trainer.resume():
@@ -127,9 +129,9 @@ def cmd_predict(args: argparse.Namespace) -> None:
     device = device_for(args.device)
     model.to(device)
     for path in args.images:
-        image = read_image(path)
-        prob = predict_logits(model, to_tensor(image, pre["mean"], pre["std"]).to(device), parse_floats(args.scales),
-                              args.flip)
+        image = open_image(path, mode="RGB")
+        x = to_tensor(image, pre["mean"], pre["std"]).to(device)  # (1, 3, H, W)
+        prob = predict_probabilities(model, x, parse_floats(args.scales), args.flip)
         label = prob.argmax(1)[0].cpu().numpy()
         write_prediction(label, image, output, Path(path).stem, prob.shape[1])
         print(f"{path} -> {output / (Path(path).stem + '.png')}")
@@ -147,7 +149,7 @@ def add_parsers(train_sub, eval_sub, predict_sub) -> None:
     p.add_argument("--val-split", default="val", help="the split to evaluate on after epochs (default: val)")
     p.add_argument("--backbone-weights", help="ImageNet classifier weights for the backbone (any format)")
     for name, kind in (("epochs", int), ("batch-size", int), ("crop-size", int), ("lr", float),
-                       ("momentum", float), ("weight-decay", float)):
+                       ("momentum", float), ("weight-decay", float), ("aux-weight", float)):
         p.add_argument(f"--{name}", type=kind, help="override the recipe")
     p.add_argument("--optimizer", choices=("sgd", "rmsprop", "adamw"), help="override the recipe")
     p.add_argument("--schedule", choices=("poly", "cosine", "constant", "exponential"),

@@ -32,6 +32,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2.functional import pil_to_tensor
 
+from ..files import write_atomic
 from ..errors import BetterConvError, first_line
 from ..models.info import IMAGENET_MEAN, IMAGENET_STD
 from .dataset import BaseDataset, read_lines
@@ -177,8 +178,6 @@ def read_idx(path: str | Path) -> np.ndarray:
 
 def write_idx(path: str | Path, array: np.ndarray) -> None:
     """Write `array` as an IDX file (gzipped when the name ends in .gz); the inverse of `read_idx`."""
-    from .._io import write_atomic
-
     array = np.asarray(array)
     code = next((c for c, t in _IDX_TYPES.items() if t.kind == array.dtype.kind and t.itemsize == array.dtype.itemsize),
                 None)

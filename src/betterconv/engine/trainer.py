@@ -25,8 +25,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
-from .._io import write_atomic
-from ..errors import BetterConvError
+from ..files import write_atomic
+from ..errors import BetterConvError, first_line
 from .distributed import DistInfo, all_reduce_mean, barrier, init_distributed, shutdown
 
 SCHEDULES = ("poly", "cosine", "constant", "exponential", "step")
@@ -190,8 +190,7 @@ class Trainer:
                 if key in self.extra_state:
                     self.extra_state[key].load_state_dict(value)
         except (RuntimeError, KeyError, ValueError, OSError) as e:
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            raise BetterConvError(f"{path}: cannot resume from this checkpoint ({first[:160]})") from None
+            raise BetterConvError(f"{path}: cannot resume from this checkpoint ({first_line(e, 160)})") from None
         self.start_epoch, self.history, self.best = ckpt["epoch"] + 1, list(ckpt["history"]), ckpt["best"]
         return True
 

@@ -43,7 +43,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._io import write_atomic
+from ..files import write_atomic
 from ..errors import BetterConvError
 from ..layers import ConvNormAct, DarknetLeakyReLU, InplaceReLU, Reorg
 from ..models.darknet import Darknet, DarknetMaxPool, init_darknet_weights

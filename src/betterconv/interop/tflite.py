@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import BetterConvError
+from ..errors import BetterConvError, first_line
 from ..layers.conv import Conv2dSame, ConvNormAct, tf_same_pad
 from ..models import create_model
 from .tflite_file import PASS_THROUGH, TFLiteGraph, TFLiteInput, TFLiteOp, TFLiteTensor, read_tflite, tflite_input
@@ -99,8 +99,7 @@ def _trace(model: nn.Module, size: tuple[int, int, int], where: str) -> list[_La
         except NotImplementedError:
             continue
         except Exception as e:
-            message = str(e).splitlines()[0] if str(e) else type(e).__name__
-            raise BetterConvError(f"{where}: the model does not run at the file's input size {h}x{w}: {message}"
+            raise BetterConvError(f"{where}: the model does not run at the file's input size {h}x{w}: {first_line(e)}"
                                   ) from None
         finally:
             for handle in handles:

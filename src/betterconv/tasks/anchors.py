@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from ..data.images import image_size
 from ..errors import BetterConvError
 
 FASTER_RCNN_SHORT_SIDE = 600
@@ -198,8 +199,6 @@ def dataset_boxes(dataset: Any, include_difficult: bool = False, image_sizes: bo
     wh = dataset.box_sizes(include_difficult)
     if not image_sizes:
         return wh, None
-    from PIL import Image
-
     sizes = []
     for record in dataset.records:
         n = len(record.boxes) if include_difficult else int((~record.difficult).sum())
@@ -207,8 +206,7 @@ def dataset_boxes(dataset: Any, include_difficult: bool = False, image_sizes: bo
             continue
         size = record.size
         if size is None:
-            with Image.open(record.image) as im:
-                size = im.size
+            size = image_size(record.image)
         sizes += [size] * n
     return wh, np.array(sizes, np.float64).reshape(-1, 2)
 

@@ -50,6 +50,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import BetterConvError
+from .detection import model_outputs
+from .multiscale import MultiScale
 from .region import cell_offsets, check_location
 
 __all__ = ["RegionLoss"]
@@ -266,3 +268,29 @@ def assign_to_scales(targets: Sequence[Mapping[str, torch.Tensor]], anchor_sets:
         for i in range(len(anchor_sets)):
             out[i].append({**t, "assign": (best == i).to(device)})
     return out
+
+
+class DetectionLoss:
+    """Region loss on multi-scale batches: the step decides the input size (YOLOv2 §2), and `images_seen` (for
+    the prior term of the first 12,800 images) counts whole batches as darknet does. With several prediction
+    scales each truth is predicted by the scale holding its best-shaped anchor (YOLOv3 §2.3)."""
+
+    def __init__(self, model: nn.Module, batch_size: int, multiscale: bool, seed: int) -> None:
+        location = getattr(model, "location", "sigmoid")
+        self.heads = [RegionLoss(a.cpu(), model.num_classes, location=location) for a in model.head_anchors()]
+        self.multiscale = MultiScale(seed=seed) if multiscale else None
+        self.batch_size = batch_size
+
+    def __call__(self, model: nn.Module, batch: tuple[torch.Tensor, list[dict]], step: int) -> torch.Tensor:
+        images, targets = batch
+        if self.multiscale is not None:
+            images, targets, _ = self.multiscale(images, targets, step)
+        outputs = model_outputs(model(images))  # (B, A_i*(5+C), H_i, W_i) per prediction scale
+        size = tuple(images.shape[-2:])
+        per_scale = assign_to_scales(targets, [h.anchors for h in self.heads], [size[0] / o.shape[-2] for o in outputs])
+        total = 0.0
+        for head, raw, scale_targets in zip(self.heads, outputs, per_scale):
+            head.to(raw.device)
+            loss, _ = head(raw, scale_targets, size, images_seen=(step + 1) * self.batch_size)
+            total = total + loss
+        return total

@@ -12,7 +12,7 @@ from PIL import Image
 from torch import nn
 from tqdm import tqdm
 
-from .._io import write_atomic
+from ..files import write_atomic
 from ..data.segmentation import IGNORE_INDEX, read_label_png
 from ..errors import BetterConvError
 from ..models import SegRecipe, model_info
@@ -60,8 +60,8 @@ def recipe_for(model_name: str) -> SegRecipe:
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, image: torch.Tensor, scales: Sequence[float] = (1.0,), flip: bool = False
-                   ) -> torch.Tensor:
+def predict_probabilities(model: nn.Module, image: torch.Tensor, scales: Sequence[float] = (1.0,),
+                          flip: bool = False) -> torch.Tensor:
     """Class probabilities (B, C, H, W) averaged over rescaled (and left-right flipped) copies of `image`."""
     size = image.shape[-2:]
     total = None
@@ -91,7 +91,7 @@ def evaluate_segmentation(model: nn.Module, dataset, num_classes: int, device: t
     with tqdm(total=count, desc="evaluating", unit="img", disable=not progress, leave=False) as bar:
         for i in range(count):
             image, mask = dataset[i]
-            prob = predict_logits(model, image.unsqueeze(0).to(device), scales, flip)
+            prob = predict_probabilities(model, image.unsqueeze(0).to(device), scales, flip)
             metric.update(prob.argmax(1).cpu(), torch.as_tensor(mask).unsqueeze(0).long())
             bar.update()
     model.train(was_training)
