@@ -4,14 +4,6 @@ import sys
 
 import pytest
 
-from betterconv.cli import main
-
-
-def run(capsys, *argv):
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
 
 @pytest.mark.parametrize("argv,message", [
     (["profile", "mobilenet_v3"], "unknown model 'mobilenet_v3'"),
@@ -24,8 +16,8 @@ def run(capsys, *argv):
     (["frobnicate"], "invalid choice"),
     (["profile", "mobilenet_v2", "--arg", "novalue"], "NAME=VALUE"),
 ])
-def test_bad_arguments_give_one_line(capsys, argv, message):
-    code, out, err = run(capsys, *argv)
+def test_bad_arguments_give_one_line(cli, argv, message):
+    code, out, err = cli(*argv)
     assert code != 0
     assert message in err
     assert len(err.strip().splitlines()) == 1, err
@@ -40,7 +32,7 @@ def test_console_script_has_no_traceback():
                                                 "got 100x100"]
 
 
-def test_list(capsys):
-    code, out, _ = run(capsys, "list", "yolo*")
+def test_list(cli):
+    code, out, _ = cli("list", "yolo*")
     assert code == 0
     assert [line.split()[0] for line in out.splitlines()] == ["yolov2", "yolov2_tiny"]

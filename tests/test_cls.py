@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from betterconv.cli import build_parser, main
+from betterconv.cli import build_parser
 from betterconv.data.classification import (FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, classification_dataset,
                                             eval_transform, read_idx, train_transform, write_idx)
 from betterconv.engine import Trainer, TrainConfig
@@ -21,21 +21,9 @@ from betterconv.errors import BetterConvError
 from betterconv.tasks.classification import (ModelEMA, classification_loss, ema_decay, evaluate_classifier,
                                              recipe_for)
 
-CIFAR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10-test"
+from conftest import CIFAR
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def cli(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --- IDX -----------------------------------------------------------------------------------------------------
@@ -279,31 +267,8 @@ def test_recipes_and_width():
         _width_kwargs("resnet50", 0.5)
 
 
-@pytest.fixture(scope="module")
-def two_classes(tmp_path_factory):
-    """200 airplanes and 200 frogs of CIFAR-10 (links, not copies): 320 train, 80 test by the derived split."""
-    if not CIFAR.is_dir():
-        pytest.skip(f"reference data {CIFAR} is absent")
-    root = tmp_path_factory.mktemp("two")
-    for c in ("airplane", "frog"):
-        (root / c).mkdir()
-        for i in range(200):
-            os.symlink(CIFAR / c / f"{i:04d}.jpg", root / c / f"{i:04d}.jpg")
-    return root
-
-
-@pytest.fixture(scope="module")
-def trained(two_classes, tmp_path_factory):
-    run = tmp_path_factory.mktemp("run")
-    code = main(["train", "cls", "--model", "mobilenet_v2", "--width", "0.35", "--data", f"folder:{two_classes}",
-                 "--input-size", "32", "--epochs", "5", "--batch-size", "16", "--optimizer", "sgd", "--schedule",
-                 "cosine", "--lr", "0.02", "--workers", "0", "--seed", "0", "--output", str(run)])
-    assert code == 0
-    return two_classes, run
-
-
-def test_training_learns_above_chance(trained):
-    _, run = trained
+def test_training_learns_above_chance(trained_cls):
+    _, run = trained_cls
     history = json.loads((run / "history.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2, 3, 4, 5]
     assert history[-1]["train_loss"] < history[0]["train_loss"]
@@ -316,10 +281,10 @@ def test_training_learns_above_chance(trained):
     assert len(meta["betterconv.mean"]) == 3 and len(meta["betterconv.std"]) == 3
 
 
-def test_eval_cli_reproduces_the_best_validation_accuracy(trained, capsys):
-    root, run = trained
+def test_eval_cli_reproduces_the_best_validation_accuracy(trained_cls, cli):
+    root, run = trained_cls
     weights = run / "model.safetensors"
-    code, out, _ = cli(capsys, "eval", "cls", "--model", "mobilenet_v2", "--weights", weights, "--data",
+    code, out, _ = cli("eval", "cls", "--model", "mobilenet_v2", "--weights", weights, "--data",
                        f"folder:{root}", "--split", "test", "--json")
     assert code == 0
     result = json.loads(out)
@@ -327,32 +292,32 @@ def test_eval_cli_reproduces_the_best_validation_accuracy(trained, capsys):
     assert result["count"] == 80 and result["k"] == 2 and result["top5"] == 1.0
     assert result["top1"] == pytest.approx(max(h["val_top1"] for h in history))
     assert result["input_size"] == 32  # from the weights' metadata
-    code, out, _ = cli(capsys, "eval", "cls", "--model", "mobilenet_v2", "--weights", weights, "--data",
+    code, out, _ = cli("eval", "cls", "--model", "mobilenet_v2", "--weights", weights, "--data",
                        f"folder:{root}", "--split", "test")
     assert code == 0 and f"top-1 {100 * result['top1']:.2f}" in out and "top-2 100.00" in out
 
 
-def test_predict_cli_prints_class_names_and_probabilities(trained, capsys):
-    root, run = trained
+def test_predict_cli_prints_class_names_and_probabilities(trained_cls, cli):
+    root, run = trained_cls
     images = [root / "airplane" / "0000.jpg", root / "frog" / "0000.jpg"]
-    code, out, _ = cli(capsys, "predict", "cls", "--model", "mobilenet_v2", "--weights", run / "model.safetensors",
+    code, out, _ = cli("predict", "cls", "--model", "mobilenet_v2", "--weights", run / "model.safetensors",
                        *images)
     assert code == 0
     lines = out.splitlines()
     assert lines[0] == str(images[0]) and len(lines) == 6  # two classes each
     assert {line.split()[1] for line in lines[1:3]} == {"airplane", "frog"}
-    code, out, _ = cli(capsys, "predict", "cls", "--model", "mobilenet_v2", "--weights", run / "model.safetensors",
+    code, out, _ = cli("predict", "cls", "--model", "mobilenet_v2", "--weights", run / "model.safetensors",
                        "--json", *images)
     rows = json.loads(out)
     assert [r["image"] for r in rows] == [str(p) for p in images]
     assert sum(t["probability"] for t in rows[0]["top"]) == pytest.approx(1.0, abs=1e-5)
-    code, _, err = cli(capsys, "predict", "cls", "--model", "mobilenet_v2", "--weights", run / "model.safetensors",
+    code, _, err = cli("predict", "cls", "--model", "mobilenet_v2", "--weights", run / "model.safetensors",
                        root / "missing.jpg")
     assert code == 2 and "missing.jpg" in err
 
 
-def test_eval_cli_names_a_bad_file_or_skips_it(trained, capsys, tmp_path):
-    root, run = trained
+def test_eval_cli_names_a_bad_file_or_skips_it(trained_cls, cli, tmp_path):
+    root, run = trained_cls
     for c in ("airplane", "frog"):
         (tmp_path / c).mkdir()
         for i in range(2):
@@ -360,31 +325,31 @@ def test_eval_cli_names_a_bad_file_or_skips_it(trained, capsys, tmp_path):
     (tmp_path / "frog" / "torn.jpg").write_bytes((root / "frog" / "0000.jpg").read_bytes()[:100])
     argv = ["eval", "cls", "--model", "mobilenet_v2", "--weights", run / "model.safetensors", "--data",
             f"folder:{tmp_path}", "--split", "all"]
-    code, _, err = cli(capsys, *argv)
+    code, _, err = cli(*argv)
     last = err.strip().splitlines()[-1]  # after the progress bar: one line naming the file
     assert code == 2 and last.startswith("betterconv: error: cannot read image") and "torn.jpg" in last
-    code, out, _ = cli(capsys, *argv, "--skip-bad")
+    code, out, _ = cli(*argv, "--skip-bad")
     assert code == 0 and "skipped 1 bad samples" in out and "(4 images" in out
 
 
-def test_predict_without_class_names_numbers_the_classes(tmp_path, capsys):
+def test_predict_without_class_names_numbers_the_classes(tmp_path, cli):
     from betterconv import create_model
     from betterconv.weights import save_weights
 
     model = create_model("mobilenet_v1", num_classes=3, width_mult=0.25)
     save_weights(model, tmp_path / "w.safetensors", input_size=(3, 32, 32))
     Image.new("RGB", (40, 30), (10, 200, 30)).save(tmp_path / "x.png")
-    code, out, _ = cli(capsys, "predict", "cls", "--model", "mobilenet_v1", "--weights", tmp_path / "w.safetensors",
+    code, out, _ = cli("predict", "cls", "--model", "mobilenet_v1", "--weights", tmp_path / "w.safetensors",
                        tmp_path / "x.png")
     assert code == 0 and {line.split()[1] for line in out.splitlines()[1:]} == {"class_0", "class_1", "class_2"}
 
 
-def test_train_with_ema_exports_the_averaged_weights(two_classes, tmp_path):
+def test_train_with_ema_exports_the_averaged_weights(two_classes, tmp_path, cli):
     from betterconv.weights import read_checkpoint
 
-    code = main(["train", "cls", "--model", "mobilenet_v1", "--width", "0.25", "--data", f"folder:{two_classes}",
-                 "--input-size", "32", "--epochs", "1", "--batch-size", "8", "--max-steps-per-epoch", "3",
-                 "--eval-images", "16", "--ema", "--ema-decay", "0.5", "--workers", "0", "--output", str(tmp_path)])
+    code, _, _ = cli("train", "cls", "--model", "mobilenet_v1", "--width", "0.25", "--data", f"folder:{two_classes}",
+                     "--input-size", "32", "--epochs", "1", "--batch-size", "8", "--max-steps-per-epoch", "3",
+                     "--eval-images", "16", "--ema", "--ema-decay", "0.5", "--workers", "0", "--output", tmp_path)
     assert code == 0
     ckpt = torch.load(tmp_path / "last.pt", weights_only=True)
     ema_state = ckpt["extra_state"]["ema"]

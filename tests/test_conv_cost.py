@@ -1,6 +1,5 @@
 """The depthwise-separable cost formula: analytic MACs equal what the profiler counts."""
 from betterconv.analysis.conv_cost import conv_cost_table
-from betterconv.cli import main
 
 
 def test_analytic_macs_equal_counted_macs():
@@ -14,7 +13,7 @@ def test_analytic_macs_equal_counted_macs():
     assert all(r.mac_ratio == 49 * r.channels / (49 + r.channels) for r in seven)
 
 
-def test_bench_conv_command(capsys, tmp_path):
+def test_bench_conv_command(cli, tmp_path):
     out = tmp_path / "conv.json"
-    assert main(["bench", "conv", "--kernels", "3", "--shapes", "8@7", "--repeats", "1", "--output", str(out)]) == 0
-    assert "MAC ratio" in capsys.readouterr().out and out.is_file()
+    code, printed, _ = cli("bench", "conv", "--kernels", "3", "--shapes", "8@7", "--repeats", "1", "--output", out)
+    assert code == 0 and "MAC ratio" in printed and out.is_file()

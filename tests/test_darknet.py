@@ -24,63 +24,13 @@ from betterconv.models.darknet import DarknetMaxPool, darknet19
 from betterconv.models.yolov2 import yolov2, yolov2_tiny
 from betterconv.tasks.region import decode_region
 
-DARKNET_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "darknet"
+from conftest import DARKNET_DIR, cfg_facts, count_params, read_sections
+
 CFGS = sorted(p.name for p in DARKNET_DIR.glob("*.cfg")) if DARKNET_DIR.is_dir() else []
 needs_cfg = pytest.mark.skipif(not CFGS, reason=f"darknet cfg files not found at {DARKNET_DIR}")
 
 
-# --- an independent reading of darknet's cfg arithmetic -----------------------------------------------------------
-
-def read_sections(path: Path) -> list[tuple[str, dict[str, str]]]:
-    sections: list[tuple[str, dict[str, str]]] = []
-    for line in path.read_text().splitlines():
-        line = "".join(line.split())  # darknet's strip(): every space and tab goes
-        if not line or line[0] in "#;":
-            continue
-        if line[0] == "[":
-            sections.append((line[1:-1], {}))
-        else:
-            key, value = line.split("=", 1)
-            sections[-1][1].setdefault(key, value)
-    return sections
-
-
-def cfg_facts(path: Path) -> dict:
-    """Per-conv (filters, in_channels / groups, size, batch_normalize), params, MACs and output shape."""
-    (_, net), *layers = read_sections(path)
-    c, h, w = int(net["channels"]), int(net["height"]), int(net["width"])
-    shapes: list[tuple[int, int, int]] = []
-    convs, params, macs = [], 0, 0
-    for kind, opt in layers:
-        if kind == "convolutional":
-            n, k, s = int(opt["filters"]), int(opt["size"]), int(opt.get("stride", 1))
-            g = int(opt.get("groups", 1))
-            pad = k // 2 if int(opt.get("pad", 0)) else int(opt.get("padding", 0))
-            bn = int(opt.get("batch_normalize", 0))
-            h, w = (h + 2 * pad - k) // s + 1, (w + 2 * pad - k) // s + 1
-            convs.append((n, c // g, k, bn))
-            params += n * (c // g) * k * k + (2 * n if bn else n)
-            macs += n * (c // g) * k * k * h * w  # darknet's BFLOPs / 2
-            c = n
-        elif kind == "maxpool":
-            s = int(opt.get("stride", 1))
-            k = int(opt.get("size", s))
-            pad = int(opt.get("padding", k - 1))
-            h, w = (h + pad - k) // s + 1, (w + pad - k) // s + 1
-        elif kind == "avgpool":
-            h = w = 1
-        elif kind == "route":
-            picked = [shapes[i if i >= 0 else len(shapes) + i] for i in map(int, opt["layers"].split(","))]
-            c, h, w = sum(p[0] for p in picked), picked[0][1], picked[0][2]
-        elif kind == "reorg":
-            s = int(opt["stride"])
-            c, h, w = c * s * s, h // s, w // s
-        elif kind not in ("region", "softmax"):
-            raise AssertionError(f"test reader does not know [{kind}]")
-        shapes.append((c, h, w))
-    return {"convs": convs, "params": params, "macs": macs, "shape": (c, h, w), "size": (int(net["height"]),
-                                                                                       int(net["width"]))}
-
+# --- .weights files laid out as darknet reads them (the cfg reader, `cfg_facts`, is in conftest.py) -------------------
 
 def random_weights(convs, seed: int = 0) -> list[np.ndarray]:
     """Per conv, in darknet's file order: biases, [scales, rolling_mean, rolling_variance], weights."""
@@ -118,7 +68,7 @@ def test_every_cfg_builds_with_its_costs(name) -> None:
     facts = cfg_facts(path)
     with torch.device("meta"):
         model = from_darknet(path)
-    assert model.num_params == facts["params"] == sum(p.numel() for p in model.parameters())
+    assert model.num_params == facts["params"] == count_params(model)
     assert model.macs == facts["macs"]
     assert model.bflops == pytest.approx(2 * facts["macs"] / 1e9)
     h, w = facts["size"]
@@ -255,7 +205,7 @@ def test_small_cfg_layout(small_cfg) -> None:
     facts = cfg_facts(small_cfg)
     assert facts["convs"] == [(8, 3, 3, 1), (16, 4, 3, 0), (16, 8, 1, 1), (14, 272, 1, 0)]
     model = from_darknet(small_cfg).eval()
-    assert model.num_params == facts["params"] == sum(p.numel() for p in model.parameters())
+    assert model.num_params == facts["params"] == count_params(model)
     assert model.macs == facts["macs"]
     assert model(torch.randn(1, 3, 32, 32)).shape == (1, 14, 8, 8)
     assert [i.out_shape for i in model.layer_info] == [
@@ -308,7 +258,7 @@ def test_save_defaults_to_darknets_header(tmp_path, small_cfg) -> None:
     save_darknet_weights(model, path)
     data = path.read_bytes()
     assert struct.unpack_from("<3iQ", data) == (0, 2, 0, 0)
-    assert len(data) == 20 + 4 * sum(p.numel() for p in model.parameters()) + 4 * 2 * (8 + 16)  # + BN mean and var
+    assert len(data) == 20 + 4 * count_params(model) + 4 * 2 * (8 + 16)  # + BN mean and var
     with pytest.raises(BetterConvError, match="int32"):
         save_darknet_weights(model, path, header=(0, 1, 0), seen=2**31)
 

@@ -6,7 +6,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader
 from torchvision import tv_tensors
 
@@ -20,11 +19,7 @@ from betterconv.errors import BetterConvError
 from betterconv.tasks.anchors import (anchors_report, compare_anchors, dataset_boxes, faster_rcnn_anchors,
                                       kmeans_anchors)
 
-
-def _save_image(path: Path, height: int, width: int, seed: int = 0) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    Image.fromarray(rng.integers(0, 255, (height, width, 3), dtype=np.uint8)).save(path)
+from conftest import save_random_image
 
 
 def _quiet(fn, *args, **kwargs):
@@ -115,7 +110,7 @@ def _voc_tree(root: Path, year: str, samples: dict[str, str], split: str = "trai
     (folder / "ImageSets" / "Main").mkdir(parents=True)
     for i, (image_id, xml) in enumerate(samples.items()):
         (folder / "Annotations" / f"{image_id}.xml").write_text(xml)
-        _save_image(folder / "JPEGImages" / f"{image_id}.jpg", 48, 64, seed=i)
+        save_random_image(folder / "JPEGImages" / f"{image_id}.jpg", 48, 64, seed=i)
     (folder / "ImageSets" / "Main" / f"{split}.txt").write_text("\n".join(samples) + "\n")
     return folder
 
@@ -166,7 +161,7 @@ def test_voc_bad_annotations_name_file_and_line(tmp_path):
 def _yolo_tree(root: Path, labels: dict[str, str], names=("a", "b", "c"), size=(40, 50)) -> Path:
     (root / "labels" / "train").mkdir(parents=True)
     for i, (stem, text) in enumerate(labels.items()):
-        _save_image(root / "images" / "train" / f"{stem}.jpg", size[1], size[0], seed=i)
+        save_random_image(root / "images" / "train" / f"{stem}.jpg", size[1], size[0], seed=i)
         if text is not None:
             (root / "labels" / "train" / f"{stem}.txt").write_text(text)
     (root / "classes.txt").write_text("\n".join(names) + "\n")
@@ -225,8 +220,8 @@ def test_missing_image_and_polygons(tmp_path):
 def test_coco_json_errors_and_crowd(tmp_path):
     import json
 
-    _save_image(tmp_path / "images" / "val" / "a.jpg", 30, 40)
-    _save_image(tmp_path / "images" / "val" / "b.jpg", 30, 40, seed=1)
+    save_random_image(tmp_path / "images" / "val" / "a.jpg", 30, 40)
+    save_random_image(tmp_path / "images" / "val" / "b.jpg", 30, 40, seed=1)
     data = {"categories": [{"id": 7, "name": "x"}, {"id": 3, "name": "y"}],
             "images": [{"id": 11, "file_name": "a.jpg", "width": 40, "height": 30},
                        {"id": 12, "file_name": "b.jpg", "width": 40, "height": 30}],

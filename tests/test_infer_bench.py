@@ -3,9 +3,8 @@ import json
 
 import pytest
 
-from betterconv.analysis.infer_bench import VARIANTS, InferBenchResult, InferRow, measure_inference, torchvision_peer
-from betterconv.cli import _Parser
-from betterconv.commands.bench import add_infer_parser
+from betterconv.analysis.infer_bench import (LABELS, VARIANTS, InferBenchResult, InferRow, measure_inference,
+                                             torchvision_peer)
 from betterconv.errors import BetterConvError
 
 pytest.importorskip("onnxruntime")
@@ -14,6 +13,24 @@ pytest.importorskip("torchvision")
 TINY = dict(width_mult=0.35, num_classes=10)
 ROW_KEYS = {"variant", "label", "batch", "median_ms", "min_ms", "images_per_s", "cpu_ms", "speedup_vs_torchvision",
             "paired_speedup_vs_torchvision", "speedup_vs_betterconv_eager", "times_ms"}
+TABLE_COLUMNS = ("batch", "median ms", "min ms", "images/s", "cpu ms", "vs torchvision", "vs bc eager")
+
+
+def table_rows(table: str) -> dict[tuple[str, int], dict[str, str]]:
+    """The measurement rows of `InferBenchResult.format()`, in order: (label, batch) -> the other columns as
+    printed."""
+    lines = table.splitlines()
+    head = next(i for i, line in enumerate(lines) if line.startswith("variant"))
+    assert lines[head].split()[1:] == "batch median ms min ms images/s cpu ms vs torchvision vs bc eager".split()
+    assert set(lines[head + 1]) == {"-"}
+    rows = {}
+    for line in lines[head + 2:]:
+        label = max((label for label in LABELS.values() if line.startswith(label + " ")), key=len, default=None)
+        if label is None:  # the notes after the table
+            break
+        cells = dict(zip(TABLE_COLUMNS, line[len(label):].split(), strict=True))
+        rows[label, int(cells["batch"])] = cells
+    return rows
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +68,14 @@ def test_rows_and_keys(tiny_result):
     assert acc["fastest_batch1"]["variant"] in VARIANTS[1:]
 
     table = r.format()
-    assert "vs torchvision" in table and "onnxruntime int8" in table and "fastest betterconv path" in table
+    assert "fastest betterconv path" in table
+    rows = table_rows(table)
+    assert list(rows) == [(row.label, row.batch) for row in r.rows]
+    for row in r.rows:
+        cells = rows[row.label, row.batch]
+        assert cells["median ms"] == f"{row.median_ms:.2f}"
+        assert cells["vs torchvision"] == f"{row.speedup_vs_torchvision:.2f}x"
+        assert cells["vs bc eager"] == f"{row.speedup_vs_betterconv_eager:.2f}x"
 
 
 def test_winograd_variant_on_a_network_with_3x3_convolutions():
@@ -77,7 +101,11 @@ def test_no_torchvision_peer():
     assert r.torchvision_model is None and "deeplabv3_mobilenet_v3_large" in r.peer_note
     assert [row.variant for row in r.rows] == ["betterconv_eager"]
     assert r.rows[0].speedup_vs_torchvision is None and r.acceptance() == {}
-    assert "-" in r.format()
+    rows = table_rows(r.format())
+    assert list(rows) == [(LABELS["betterconv_eager"], 1)]  # torchvision's variant was not run: no row
+    cells = rows[LABELS["betterconv_eager"], 1]
+    assert cells["vs torchvision"] == "-"  # nothing to compare with: the placeholder, not a number
+    assert cells["vs bc eager"] == "1.00x" and cells["median ms"] == f"{r.rows[0].median_ms:.2f}"
 
 
 def test_acceptance_thresholds():
@@ -102,25 +130,21 @@ def test_bad_arguments():
         measure_inference("mobilenet_v2", batches=(0,))
 
 
-def test_cli(tmp_path, capsys):
-    parser = _Parser(prog="betterconv")
-    bench = parser.add_subparsers(dest="command").add_parser("bench").add_subparsers(dest="bench",
-                                                                                     parser_class=_Parser)
-    add_infer_parser(bench)
+def test_cli(tmp_path, cli):
     out = tmp_path / "infer.json"
-    args = parser.parse_args(["bench", "infer", "mobilenet_v2", "--input-size", "64", "64", "--batch", "1",
-                              "--repeats", "1", "--warmup", "0", "--threads", "1", "--arg", "width_mult=0.35",
-                              "--variants", "torchvision_eager", "betterconv_eager", "onnxruntime_fp32",
-                              "--output", str(out)])
-    args.func(args)
-    assert "betterconv eager fp32" in capsys.readouterr().out
+    code, printed, err = cli("bench", "infer", "mobilenet_v2", "--input-size", "64", "64", "--batch", "1",
+                             "--repeats", "1", "--warmup", "0", "--threads", "1", "--arg", "width_mult=0.35",
+                             "--variants", "torchvision_eager", "betterconv_eager", "onnxruntime_fp32",
+                             "--output", out)
+    assert code == 0, err
+    assert "betterconv eager fp32" in printed
     data = json.loads(out.read_text())
     assert {"date", "command", "machine", "versions", "results", "acceptance"} <= set(data)
     assert data["machine"]["threads"] == 1 and "load_average_before" in data["machine"]
     assert [row["variant"] for row in data["results"][0]["rows"]] == ["torchvision_eager", "betterconv_eager",
                                                                       "onnxruntime_fp32"]
-    with pytest.raises(BetterConvError):
-        parser.parse_args(["bench", "infer", "mobilenet_v2", "--variants", "tensorrt"])
+    code, _, err = cli("bench", "infer", "mobilenet_v2", "--variants", "tensorrt")
+    assert code == 2 and "tensorrt" in err and len(err.strip().splitlines()) == 1, err
 
 
 def test_blocked_timing_calls_each_variant_in_one_block():

@@ -16,7 +16,13 @@ SMALL = {
     "shufflenet_v1": {"scale": 0.5},
     "deeplabv3_mobilenet_v2": {"width_mult": 0.35},
     **{f"fcn{s}s_mobilenet_v2": {"width_mult": 0.35} for s in (32, 16, 8)},
+    "yolov2": {"width_mult": 0.25},
+    "yolov2_tiny": {"width_mult": 0.25},
 }
+# every registered model in its small configuration, and ShuffleNet with the most groups (the narrowest channel
+# groups and the most channel shuffling)
+CONFIGURATIONS = [pytest.param(name, SMALL.get(name, {}), id=name) for name in list_models()] + [
+    pytest.param("shufflenet_v1", {"groups": 8, "scale": 0.25}, id="shufflenet_v1-groups8")]
 
 
 def kind(name: str) -> str:
@@ -31,14 +37,16 @@ def test_required_models_registered():
     assert set(REQUIRED) <= set(list_models())
 
 
-@pytest.mark.parametrize("name", list_models())
-def test_forward_shape_and_backward_reaches_every_parameter(name):
+@pytest.mark.parametrize("name,kwargs", CONFIGURATIONS)
+def test_forward_shape_and_backward_reaches_every_parameter(name, kwargs):
+    """In train mode, the output has the task's shape, and the gradient of a loss on it reaches every trainable
+    parameter: present, finite and not all zero."""
     torch.manual_seed(0)
     k = kind(name)
     num_classes = 5
-    model = create_model(name, num_classes=num_classes, **SMALL.get(name, {}))
+    model = create_model(name, num_classes=num_classes, **kwargs)
     model.train()
-    h, w = (64, 96) if k == "detection" else (65, 97)
+    h, w = (64, 96) if k == "detection" else (33, 49)
     x = torch.randn(2, 3, h, w)
     y = model(x)
     if k == "classification":
@@ -48,8 +56,9 @@ def test_forward_shape_and_backward_reaches_every_parameter(name):
     else:
         assert y.shape == (2, model.num_anchors * (5 + num_classes), h // 32, w // 32)
     y.float().pow(2).mean().backward()
-    missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
-    assert not missing, f"no gradient reached {missing[:5]}"
+    missing = [n for n, p in model.named_parameters()
+               if p.requires_grad and (p.grad is None or not torch.isfinite(p.grad).all() or not p.grad.any())]
+    assert not missing, f"no usable gradient reached {missing[:5]}"
 
 
 @pytest.mark.parametrize("name", [n for n in list_models() if kind(n) == "classification"])
@@ -121,7 +130,7 @@ def test_fcn_skips_come_from_feature_info():
 
 
 def test_fcn_backbone_from_imagenet_classifier():
-    from betterconv.commands._common import backbone_from_classifier
+    from betterconv.weights import backbone_from_classifier
 
     classifier = create_model("mobilenet_v2", width_mult=0.35).eval()
     m = create_model("fcn8s_mobilenet_v2", num_classes=3, width_mult=0.35).eval()

@@ -10,15 +10,12 @@ import pytest
 import torch
 from torch import nn
 
-from betterconv.cli import _Parser
-from betterconv.commands import export as export_command
 from betterconv.deploy import Normalize, fuse_batch_norm
 from betterconv.deploy.ncnn import NcnnModel, export_ncnn
 from betterconv.errors import BetterConvError
 from betterconv.layers.upsample import BilinearUpsample
-from betterconv import create_model
 
-from test_export import randomise_batch_norm
+from conftest import build_randomised, coral_photos
 
 pytest.importorskip("ncnn")
 
@@ -37,11 +34,6 @@ CASES = [
     ("fcn8s_mobilenet_v2", dict(width_mult=0.35, num_classes=3), (3, 70, 90)),
     ("fcn32s_mobilenet_v2", dict(width_mult=0.35, num_classes=3), (3, 64, 64)),  # no padding, no crop
 ]
-
-
-def build(name, kwargs, size):
-    torch.manual_seed(0)
-    return randomise_batch_norm(create_model(name, **kwargs), size)
 
 
 def read_param(path):
@@ -63,7 +55,7 @@ def read_param(path):
 @pytest.mark.parametrize("name,kwargs,size", CASES, ids=[f"{c[0]}{'-' + c[1]['padding'] if 'padding' in c[1] else ''}"
                                                          for c in CASES])
 def test_ncnn_matches_pytorch(tmp_path, name, kwargs, size):
-    model = build(name, kwargs, size)
+    model = build_randomised(name, kwargs, size)
     path = tmp_path / f"{name}.param"
     diff = export_ncnn(model, path, size)
     x = torch.rand(2, *size) * 4 - 2
@@ -109,7 +101,7 @@ def test_transposed_convolution_weight_layout(tmp_path, groups, output_padding):
 
 
 def test_second_scale_has_two_outputs(tmp_path):
-    model = build("yolov2", dict(num_classes=2, width_mult=0.25, second_scale=True), (3, 64, 64))
+    model = build_randomised("yolov2", dict(num_classes=2, width_mult=0.25, second_scale=True), (3, 64, 64))
     path = tmp_path / "y.param"
     export_ncnn(model, path, (3, 64, 64))
     x = torch.rand(1, 3, 64, 64)
@@ -127,7 +119,7 @@ def test_second_scale_has_two_outputs(tmp_path):
 
 
 def test_activations_folded_into_convolutions(tmp_path):
-    model = build("yolov2_tiny", dict(num_classes=3, width_mult=0.25), (3, 64, 64))
+    model = build_randomised("yolov2_tiny", dict(num_classes=3, width_mult=0.25), (3, 64, 64))
     path = tmp_path / "t.param"
     export_ncnn(model, path, (3, 64, 64))
     layers = read_param(path)
@@ -139,7 +131,7 @@ def test_activations_folded_into_convolutions(tmp_path):
 
 
 def test_normalised_graph_takes_unit_images(tmp_path):
-    model = build("mobilenet_v2", dict(width_mult=0.35, num_classes=10), (3, 64, 64))
+    model = build_randomised("mobilenet_v2", dict(width_mult=0.35, num_classes=10), (3, 64, 64))
     mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
     path = tmp_path / "m.param"
     export_ncnn(model, path, (3, 64, 64), normalize=(mean, std))
@@ -167,7 +159,7 @@ def test_unsupported_operation_is_named_and_nothing_written(tmp_path):
 
 
 def test_failed_check_writes_nothing(tmp_path):
-    model = build("yolov2_tiny", dict(num_classes=3, width_mult=0.25), (3, 64, 64))
+    model = build_randomised("yolov2_tiny", dict(num_classes=3, width_mult=0.25), (3, 64, 64))
     old = tmp_path / "t.param"
     old.write_text("previous")
     with pytest.raises(BetterConvError, match="differs from PyTorch"):
@@ -183,7 +175,7 @@ def test_runner_errors_name_the_file(tmp_path):
     (tmp_path / "bad.bin").write_bytes(b"")
     with pytest.raises(BetterConvError, match=r"bad\.param: not an ncnn \.param file"):
         NcnnModel(bad)
-    model = build("yolov2_tiny", dict(num_classes=3, width_mult=0.25), (3, 64, 64))
+    model = build_randomised("yolov2_tiny", dict(num_classes=3, width_mult=0.25), (3, 64, 64))
     good = tmp_path / "good.param"
     export_ncnn(model, good, (3, 64, 64))
     weights = good.with_suffix(".bin")
@@ -192,26 +184,22 @@ def test_runner_errors_name_the_file(tmp_path):
         NcnnModel(good)
 
 
-def test_cli_export_ncnn(capsys, tmp_path):
-    parser = _Parser(prog="betterconv")
-    export_command.add_parsers(parser.add_subparsers(dest="command", required=True, parser_class=_Parser))
+def test_cli_export_ncnn(cli, tmp_path):
     out = tmp_path / "tiny.param"
-    args = parser.parse_args(["export", "yolov2_tiny", "--arg", "width_mult=0.25", "--arg", "num_classes=3",
-                              "--input-size", "64", "64", "--output", str(out)])
-    args.func(args)
-    printed = capsys.readouterr().out
+    code, printed, err = cli("export", "yolov2_tiny", "--arg", "width_mult=0.25", "--arg", "num_classes=3",
+                             "--input-size", "64", "64", "--output", out)
+    assert code == 0, err
     assert "ncnn float32" in printed and "max |ncnn - PyTorch|" in printed
     assert out.is_file() and out.with_suffix(".bin").is_file()
-    bad = parser.parse_args(["export", "yolov2_tiny", "--format", "ncnn", "--output", str(tmp_path / "w.bin")])
-    with pytest.raises(BetterConvError, match=r"name the ncnn graph \(\.param\)"):
-        bad.func(bad)
+    code, _, err = cli("export", "yolov2_tiny", "--format", "ncnn", "--output", tmp_path / "w.bin")
+    assert code == 2 and "name the ncnn graph (.param)" in err, err
 
 
 def test_reference_weights_keep_their_answers_through_ncnn(tmp_path):
     """Google's MobileNetV2 and DeepLabv3 (Coral's TFLite files, imported): ncnn's top-1 on every photo is the
     TFLite interpreter's, and its bird segmentation agrees with PyTorch's pixel by pixel (TF "SAME" padding,
     align-corners bilinear upsampling and image pooling, at the files' own sizes)."""
-    from test_tflite import DEEPLAB, MOBILENET, coral, dequantized, interpreter, photos, run
+    from test_tflite import DEEPLAB, MOBILENET, coral, dequantized, interpreter, run
 
     from betterconv.interop.tflite import create_tflite_model, read_tflite, tflite_input
 
@@ -222,7 +210,7 @@ def test_reference_weights_keep_their_answers_through_ncnn(tmp_path):
     export_ncnn(model, tmp_path / "m.param", (3, *inp.size))
     net = NcnnModel(tmp_path / "m.param")
     softmax = next(op for op in graph.ops if op.kind == "SOFTMAX")
-    for photo in photos():
+    for photo in coral_photos():
         pixels = inp.load_image(photo)
         run(it, inp.interpreter_input(pixels))
         theirs = dequantized(it, graph, softmax.inputs[0]).reshape(-1)

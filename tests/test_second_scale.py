@@ -4,9 +4,11 @@ import pytest
 import torch
 
 from betterconv import create_model
-from betterconv.commands.detection import DetectionLoss
+from betterconv.tasks.region_loss import DetectionLoss
 from betterconv.tasks.detection import postprocess
 from betterconv.tasks.region_loss import assign_to_scales
+
+from conftest import count_params
 
 
 def test_outputs_and_anchor_split():
@@ -59,7 +61,7 @@ def test_yolov2_width_mult_scales_every_layer(second_scale):
     for name, conv in convs.items():
         predicts = name in ("pred", "fine_pred")  # A*(5+C) outputs at any width
         assert conv.out_channels == full_convs[name].out_channels // (1 if predicts else 2)
-    ratio = sum(p.numel() for p in full.parameters()) / sum(p.numel() for p in half.parameters())
+    ratio = count_params(full) / count_params(half)
     assert 3.5 < ratio < 4.1
     x = torch.rand(1, 3, 64, 64)
     with torch.no_grad():

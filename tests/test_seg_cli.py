@@ -5,71 +5,33 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from betterconv.cli import main
-
-COLOURS = [(20, 20, 20), (230, 40, 40), (40, 200, 60)]
+from conftest import make_seg_dataset
 
 
-def make_dataset(root, n=6, size=(48, 64), seed=0):
-    rng = np.random.default_rng(seed)
-    (root / "classes.txt").parent.mkdir(parents=True, exist_ok=True)
-    (root / "classes.txt").write_text("background\nred\ngreen\n")
-    for split in ("train", "val"):
-        (root / split / "images").mkdir(parents=True)
-        (root / split / "masks").mkdir(parents=True)
-        for i in range(n):
-            mask = np.zeros(size, np.uint8)
-            for c in (1, 2):
-                y, x = rng.integers(0, size[0] - 16), rng.integers(0, size[1] - 16)
-                mask[y:y + 16, x:x + 16] = c
-            mask[:2] = 255  # an ignored band
-            image = np.array(COLOURS, np.uint8)[np.where(mask == 255, 0, mask)]
-            Image.fromarray(image).save(root / split / "images" / f"{split}{i}.png")
-            Image.fromarray(mask).save(root / split / "masks" / f"{split}{i}.png")
-    return root
-
-
-def cli(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    root = make_dataset(tmp_path_factory.mktemp("data"))
-    run = tmp_path_factory.mktemp("run")
-    code = main(["train", "seg", "--model", "deeplabv3_mobilenet_v2", "--arg", "width_mult=0.35", "--data",
-                 f"folder:{root}", "--epochs", "2", "--batch-size", "2", "--crop-size", "32", "--lr", "0.01",
-                 "--workers", "0", "--output", str(run)])
-    assert code == 0
-    return root, run
-
-
-def test_train_writes_checkpoints_history_and_weights(trained):
-    _, run = trained
+def test_train_writes_checkpoints_history_and_weights(trained_seg):
+    _, run = trained_seg
     history = json.loads((run / "history.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2]
     assert {"train_loss", "val_miou", "val_boundary_f"} <= set(history[-1])
     assert (run / "last.pt").is_file() and (run / "model.safetensors").is_file()
 
 
-def test_eval_model_and_predictions_agree(trained, capsys, tmp_path):
-    root, run = trained
-    code, out, _ = cli(capsys, "eval", "seg", "--model", "deeplabv3_mobilenet_v2", "--weights",
+def test_eval_model_and_predictions_agree(trained_seg, cli, tmp_path):
+    root, run = trained_seg
+    code, out, _ = cli("eval", "seg", "--model", "deeplabv3_mobilenet_v2", "--weights",
                        run / "model.safetensors", "--data", f"folder:{root}", "--split", "val", "--json")
     assert code == 0
     direct = json.loads(out)
     assert {"miou", "pixel_acc", "per_class_iou", "boundary_f"} <= set(direct)
     images = sorted((root / "val" / "images").iterdir())
-    code, out, _ = cli(capsys, "predict", "seg", "--model", "deeplabv3_mobilenet_v2", "--weights",
+    code, out, _ = cli("predict", "seg", "--model", "deeplabv3_mobilenet_v2", "--weights",
                        run / "model.safetensors", "--output", tmp_path / "pred", *images)
     assert code == 0
     for image in images:
         label = np.asarray(Image.open(tmp_path / "pred" / f"{image.stem}.png"))
         assert label.shape == (48, 64) and label.max() < 3
         assert (tmp_path / "pred" / f"{image.stem}_overlay.png").is_file()
-    code, out, _ = cli(capsys, "eval", "seg", "--predictions", tmp_path / "pred", "--data", f"folder:{root}",
+    code, out, _ = cli("eval", "seg", "--predictions", tmp_path / "pred", "--data", f"folder:{root}",
                        "--split", "val", "--json")
     assert code == 0
     from_files = json.loads(out)
@@ -77,30 +39,30 @@ def test_eval_model_and_predictions_agree(trained, capsys, tmp_path):
     assert from_files["pixel_acc"] == pytest.approx(direct["pixel_acc"], abs=1e-9)
 
 
-def test_bad_data_names_the_file_or_is_skipped(trained, capsys, tmp_path):
-    root, run = trained
-    bad = make_dataset(tmp_path / "bad", n=3, seed=1)
+def test_bad_data_names_the_file_or_is_skipped(trained_seg, cli, tmp_path):
+    root, run = trained_seg
+    bad = make_seg_dataset(tmp_path / "bad", n=3, seed=1)
     Image.fromarray(np.full((48, 64), 7, np.uint8)).save(bad / "val" / "masks" / "val1.png")  # class 7 of 3
     (bad / "val" / "images" / "val2.png").write_bytes(b"not an image")
     argv = ["eval", "seg", "--model", "deeplabv3_mobilenet_v2", "--weights", run / "model.safetensors",
             "--data", f"folder:{bad}", "--split", "val"]
-    code, _, err = cli(capsys, *argv)
+    code, _, err = cli(*argv)
     assert code != 0 and ("val1.png" in err or "val2.png" in err)
     assert "Traceback" not in err  # progress bars share stderr: the message is the last line
     assert err.replace("\r", "\n").strip().splitlines()[-1].startswith("betterconv: error: ")
-    code, out, _ = cli(capsys, *argv, "--skip-bad")
+    code, out, _ = cli(*argv, "--skip-bad")
     assert code == 0 and "(1 images of" in out
-    code, _, err = cli(capsys, "eval", "seg", "--predictions", tmp_path / "nothing", "--data", f"folder:{root}")
+    code, _, err = cli("eval", "seg", "--predictions", tmp_path / "nothing", "--data", f"folder:{root}")
     assert code != 0 and "no prediction for val0.png" in err
 
 
-def test_export_last_keeps_the_final_epoch_and_clips_gradients(trained, tmp_path):
+def test_export_last_keeps_the_final_epoch_and_clips_gradients(trained_seg, tmp_path, cli):
     """`--export last` (a final model whose validation split is the test set) must not pick an epoch on it;
     the default exports the best epoch. `--grad-clip` and `--warmup-steps` reach the trainer's checkpoint."""
     import torch
     from safetensors.torch import load_file
 
-    root, best_run = trained
+    root, best_run = trained_seg
 
     def same(weights, checkpoint):
         saved = load_file(weights)
@@ -109,10 +71,10 @@ def test_export_last_keeps_the_final_epoch_and_clips_gradients(trained, tmp_path
 
     assert same(best_run / "model.safetensors", best_run / "best.pt")
     run = tmp_path / "run"
-    code = main(["train", "seg", "--model", "deeplabv3_mobilenet_v2", "--arg", "width_mult=0.35", "--data",
-                 f"folder:{root}", "--epochs", "2", "--batch-size", "2", "--crop-size", "32", "--lr", "0.01",
-                 "--workers", "0", "--output", str(run), "--export", "last", "--grad-clip", "1.0",
-                 "--warmup-steps", "3"])
+    code, _, _ = cli("train", "seg", "--model", "deeplabv3_mobilenet_v2", "--arg", "width_mult=0.35", "--data",
+                     f"folder:{root}", "--epochs", "2", "--batch-size", "2", "--crop-size", "32", "--lr", "0.01",
+                     "--workers", "0", "--output", run, "--export", "last", "--grad-clip", "1.0",
+                     "--warmup-steps", "3")
     assert code == 0
     assert same(run / "model.safetensors", run / "last.pt")
     args = torch.load(run / "last.pt", map_location="cpu", weights_only=True)["args"]
@@ -138,9 +100,9 @@ def test_export_chooses_between_best_and_last(tmp_path):
 
 
 @pytest.mark.parametrize("flag,value", [("--grad-clip", "0"), ("--grad-clip", "-1"), ("--warmup-steps", "-5")])
-def test_bad_clip_or_warmup_is_a_one_line_error(trained, capsys, tmp_path, flag, value):
-    root, _ = trained
-    code, _, err = cli(capsys, "train", "seg", "--model", "deeplabv3_mobilenet_v2", "--arg", "width_mult=0.35",
+def test_bad_clip_or_warmup_is_a_one_line_error(trained_seg, cli, tmp_path, flag, value):
+    root, _ = trained_seg
+    code, _, err = cli("train", "seg", "--model", "deeplabv3_mobilenet_v2", "--arg", "width_mult=0.35",
                        "--data", f"folder:{root}", "--epochs", "1", "--batch-size", "2", "--crop-size", "32",
                        "--workers", "0", "--output", tmp_path / "run", flag, value)
     assert code != 0 and "Traceback" not in err and len(err.strip().splitlines()) == 1

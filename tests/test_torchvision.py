@@ -12,6 +12,8 @@ from betterconv import BetterConvError, create_model
 from betterconv import convolutionalize
 from betterconv.weights import load_weights, read_metadata, save_weights
 
+from conftest import randomise_batch_norm
+
 TORCHVISION = {
     "mobilenet_v2": lambda: torchvision.models.mobilenet_v2(),
     "vgg16": lambda: torchvision.models.vgg16(),
@@ -25,23 +27,10 @@ TORCHVISION = {
 }
 
 
-def randomise_batch_norm(model: torch.nn.Module) -> None:
-    """Fresh BN layers are identities; random statistics make the comparison mean something."""
-    g = torch.Generator().manual_seed(1)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            n = m.num_features
-            m.running_mean.copy_(torch.rand(n, generator=g) - 0.5)
-            m.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
-            m.bias.data.copy_(torch.rand(n, generator=g) - 0.5)
-
-
 @pytest.mark.parametrize("name", list(TORCHVISION))
 def test_torchvision_checkpoint_gives_the_same_outputs(name, tmp_path):
     torch.manual_seed(0)
-    reference = TORCHVISION[name]().eval()
-    randomise_batch_norm(reference)
+    reference = randomise_batch_norm(TORCHVISION[name]())  # fresh batch norms are identities
     path = tmp_path / f"{name}.pth"
     torch.save(reference.state_dict(), path)
     ours = create_model(name, weights=path).eval()

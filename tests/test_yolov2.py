@@ -1,20 +1,18 @@
-"""Darknet-19 and YOLOv2 against darknet itself: reorg index arithmetic, cfg-file arithmetic, shapes, gradients."""
+"""Darknet-19 and YOLOv2 against darknet itself: reorg index arithmetic, cfg-file arithmetic, shapes and errors."""
 from __future__ import annotations
-
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.utils.flop_counter import FlopCounterMode
 
 from betterconv.errors import BetterConvError
 from betterconv.layers import darknet_reorg
 from betterconv.models.darknet import DarknetMaxPool, darknet19
 from betterconv.models.yolov2 import TINY_VOC_ANCHORS, VOC_ANCHORS, yolov2, yolov2_tiny
 
-DARKNET_CFG = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "darknet"
-needs_cfg = pytest.mark.skipif(not DARKNET_CFG.is_dir(), reason=f"darknet cfg files not found at {DARKNET_CFG}")
+from conftest import DARKNET_DIR, cfg_facts, count_macs, count_params, read_sections
+
+needs_cfg = pytest.mark.skipif(not DARKNET_DIR.is_dir(), reason=f"darknet cfg files not found at {DARKNET_DIR}")
 
 
 def reorg_cpu(x: list[float], w: int, h: int, c: int, batch: int, stride: int, forward: int) -> list[float]:
@@ -63,64 +61,6 @@ def test_darknet_maxpool() -> None:
 
 # --- cfg arithmetic ---------------------------------------------------------------------------------------------
 
-def parse_cfg(path: Path) -> list[tuple[str, dict[str, str]]]:
-    sections: list[tuple[str, dict[str, str]]] = []
-    for line in path.read_text().splitlines():
-        line = line.split("#", 1)[0].strip()
-        if line.startswith("["):
-            sections.append((line.strip("[]"), {}))
-        elif "=" in line:
-            key, value = line.split("=", 1)
-            sections[-1][1][key.strip()] = value.strip()
-    return sections
-
-
-def cfg_cost(name: str, size: int | None = None) -> tuple[int, int]:
-    """(learnable parameters, convolution multiply-adds) that darknet's parser implies for `name`."""
-    (_, net), *layers = parse_cfg(DARKNET_CFG / name)
-    c, h, w = int(net["channels"]), size or int(net["height"]), size or int(net["width"])
-    shapes: list[tuple[int, int, int]] = []
-    params = macs = 0
-    for kind, opt in layers:
-        if kind == "convolutional":
-            n, k, stride = int(opt["filters"]), int(opt["size"]), int(opt.get("stride", 1))
-            pad = k // 2 if int(opt.get("pad", 0)) else int(opt.get("padding", 0))
-            oh, ow = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
-            bn = int(opt.get("batch_normalize", 0))
-            params += n * c * k * k + (2 * n if bn else n)  # weights + biases (+ scales); rolling stats are buffers
-            macs += n * c * k * k * oh * ow
-            c, h, w = n, oh, ow
-        elif kind == "maxpool":
-            k, stride = int(opt["size"]), int(opt["stride"])
-            pad = int(opt.get("padding", k - 1))
-            h, w = (h + pad - k) // stride + 1, (w + pad - k) // stride + 1
-        elif kind == "avgpool":
-            h = w = 1
-        elif kind == "route":
-            idx = [int(i) for i in opt["layers"].split(",")]
-            routed = [shapes[i if i >= 0 else len(shapes) + i] for i in idx]
-            c, h, w = sum(r[0] for r in routed), routed[0][1], routed[0][2]
-        elif kind == "reorg":
-            s = int(opt["stride"])
-            c, h, w = c * s * s, h // s, w // s
-        elif kind not in ("softmax", "region"):
-            raise AssertionError(f"unhandled cfg layer [{kind}]")
-        shapes.append((c, h, w))
-    return params, macs
-
-
-def count_params(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
-
-
-def count_macs(builder, size: int, **kwargs) -> int:
-    with torch.device("meta"):
-        model = builder(**kwargs)
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(torch.empty(1, 3, size, size, device="meta"))
-    return counter.get_total_flops() // 2
-
-
 CASES = [  # builder, kwargs, cfg; each checked at the cfg's own input size
     (darknet19, {}, "darknet19.cfg"),
     (yolov2, {}, "yolov2-voc.cfg"),
@@ -133,41 +73,40 @@ CASES = [  # builder, kwargs, cfg; each checked at the cfg's own input size
 @needs_cfg
 @pytest.mark.parametrize("builder, kwargs, cfg", CASES, ids=[c[2] for c in CASES])
 def test_cost_matches_cfg(builder, kwargs, cfg) -> None:
-    params, macs = cfg_cost(cfg)
-    net = parse_cfg(DARKNET_CFG / cfg)[0][1]
-    assert net["height"] == net["width"]
+    facts = cfg_facts(DARKNET_DIR / cfg)
+    height, width = facts["size"]
+    assert height == width
     with torch.device("meta"):
         model = builder(**kwargs)
-    assert count_params(model) == params
-    assert count_macs(builder, int(net["height"]), **kwargs) == macs
+    assert count_params(model) == facts["params"]
+    assert count_macs(model, height) == facts["macs"]
 
 
 @needs_cfg
 def test_darknet19_body_params() -> None:
-    params, _ = cfg_cost("darknet19.cfg")
     with torch.device("meta"):
         body = darknet19(num_classes=None)
-    assert count_params(body) == params - (1024 * 1000 + 1000)
+    assert count_params(body) == cfg_facts(DARKNET_DIR / "darknet19.cfg")["params"] - (1024 * 1000 + 1000)
 
 
 def test_published_costs() -> None:
     with torch.device("meta"):
         d19, v2 = darknet19(), yolov2()
     assert round(count_params(d19) / 1e6, 2) == 20.84
-    assert round(count_macs(darknet19, 224) / 1e9, 2) == 2.79  # §3: "5.58 billion operations" (FLOPs)
+    assert round(count_macs(d19, 224) / 1e9, 2) == 2.79  # §3: "5.58 billion operations" (FLOPs)
     assert round(count_params(v2) / 1e6, 2) == 50.66
-    assert round(count_macs(yolov2, 416) / 1e9, 2) == 14.68  # darknet's BFLOPs are 2 x MACs: 29.36
+    assert round(count_macs(v2, 416) / 1e9, 2) == 14.68  # darknet's BFLOPs are 2 x MACs: 29.36
 
 
 @needs_cfg
 @pytest.mark.parametrize("cfg, anchors", [("yolov2-voc.cfg", VOC_ANCHORS), ("yolov2-tiny-voc.cfg", TINY_VOC_ANCHORS)])
 def test_default_anchors_match_cfg(cfg, anchors) -> None:
-    region = dict(parse_cfg(DARKNET_CFG / cfg))["region"]
+    region = dict(read_sections(DARKNET_DIR / cfg))["region"]
     values = [float(v) for v in region["anchors"].split(",")]
     assert list(zip(values[::2], values[1::2])) == list(anchors)
 
 
-# --- shapes, errors, gradients -----------------------------------------------------------------------------------
+# --- shapes and errors ------------------------------------------------------------------------------------------------
 
 def test_darknet19_shapes_and_features() -> None:
     model = darknet19(num_classes=10).eval()
@@ -220,12 +159,3 @@ def test_bad_inputs(yolo) -> None:
             yolov2_tiny(anchors=anchors)
     with pytest.raises(BetterConvError, match="num_classes"):
         yolov2_tiny(num_classes=0)
-
-
-@pytest.mark.parametrize("builder", [darknet19, yolov2, yolov2_tiny])
-def test_backward_reaches_every_parameter(builder) -> None:
-    model = builder() if builder is not darknet19 else builder(num_classes=7)
-    out = model(torch.randn(1, 3, 64, 64))
-    out.square().mean().backward()
-    for name, p in model.named_parameters():
-        assert p.grad is not None and p.grad.abs().sum() > 0, name
