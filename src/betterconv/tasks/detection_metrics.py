@@ -4,7 +4,8 @@ AP family through pycocotools.
 Input format (what `voc_ap` and `evaluate_detections` take, one entry per image, in the same image order):
 
 * detections:   dict(boxes=(N, 4) xyxy, scores=(N,), labels=(N,))
-* ground truth: dict(boxes=(M, 4) xyxy, labels=(M,), difficult=(M,) optional, iscrowd=(M,) optional)
+* ground truth: dict(boxes=(M, 4) xyxy, labels=(M,), difficult=(M,) optional, iscrowd=(M,) optional,
+                 area=(M,) optional: the annotation's own area, as a COCO json stores it)
 
 Tensors (any device) or numpy arrays; labels are class indices 0 .. num_classes - 1.
 
@@ -31,20 +32,23 @@ treatment of "difficult" objects has no maintained library implementation (pycoc
 * Curve. Ignored detections are dropped; over the rest, tp and fp are cumulative sums, recall = tp / n_pos and
   precision = tp / (tp + fp).
 * VOC2007 11-point AP: the mean over t in {0, 0.1, ..., 1} of the highest precision at recall >= t (0 when recall
-  never reaches t). The thresholds are k / 10 rounded once (so recall 3/10 counts as reaching 0.3; the devkit's
-  `0:0.1:1` and py-faster-rcnn's `np.arange(0, 1.1, 0.1)` give 0.30000000000000004 there, which misses an exact
-  recall of 0.3 -- a difference only when a class's recall lands exactly on such a tenth).
+  never reaches t). The thresholds are those of the reference code everyone compares with, py-faster-rcnn's
+  `voc_eval` (used by mmdetection and others): `np.arange(0., 1.1, 0.1)`, whose floating-point values are not
+  exactly k / 10 (0.30000000000000004, 0.6000000000000001, 0.7000000000000001), so an exact recall of 3/10, 6/10
+  or 7/10 does not reach that threshold. `voc07_thresholds="exact"` uses k / 10 instead.
 * VOC2010+ all-point AP: the area under the monotone precision envelope, with the curve extended by (recall 0,
   precision 0) at the start and (recall 1, precision 0) at the end: precision is replaced by its running maximum
   from the right, then summed over the recall steps.
 * mAP: the mean of the per-class APs that are not None (None when no class has a positive).
 
 COCO AP (`coco_map`). pycocotools' COCOeval, bbox: AP at IoU 0.50:0.95, 0.50, 0.75, and small / medium / large
-(COCOeval.stats[0:6]); a statistic pycocotools reports as -1 (nothing to evaluate there) is None here. Crowd
+(COCOeval.stats[0:6]) and average recall at 1, 10 and 100 detections and for small / medium / large objects
+(stats[6:12]); a statistic pycocotools reports as -1 (nothing to evaluate there) is None here. Crowd
 objects (`iscrowd`) are respected as pycocotools does (matches to them are ignored). The small / medium / large
-split uses the ground-truth annotation's `area`: from a COCO json, the area stored there (the segmentation's area
-for COCO's own files), or the box area when the annotation has none; for ground truth converted from per-image
-boxes (`to_coco_ground_truth`), the box area. Converted VOC "difficult" objects become crowd objects, the nearest
+split uses the ground-truth annotation's `area`, the official COCO rule: from a COCO json, the area stored there
+(the segmentation's area for COCO's own files), or the box area when the annotation has none; for per-image
+ground truth (`to_coco_ground_truth`), its `area` entry when given (the COCO loader passes the json's), else the
+box area (YOLO and VOC data). Converted VOC "difficult" objects become crowd objects, the nearest
 COCO has to VOC's "neither TP nor FP" (a detection matching one is ignored, duplicates included).
 
 pycocotools needs integer image ids. Images named by file stem (YOLO txt data) are mapped by `coco_image_ids`:
@@ -71,7 +75,10 @@ __all__ = [
     "coco_map", "evaluate_detections", "COCO_KEYS",
 ]
 
-COCO_KEYS = ("coco_map", "coco_map50", "coco_map75", "coco_map_small", "coco_map_medium", "coco_map_large")
+COCO_KEYS = ("coco_map", "coco_map50", "coco_map75", "coco_map_small", "coco_map_medium", "coco_map_large",
+             "coco_ar1", "coco_ar10", "coco_ar100", "coco_ar_small", "coco_ar_medium", "coco_ar_large")
+# py-faster-rcnn voc_eval's recall thresholds for the VOC2007 11-point AP (see the module docstring)
+VOC07_THRESHOLDS = {"reference": np.arange(0.0, 1.1, 0.1), "exact": np.array([k / 10 for k in range(11)])}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -164,14 +171,18 @@ def box_iou(a: np.ndarray, b: np.ndarray, pixel_inclusive: bool = False) -> np.n
     return np.where(overlap & (union > 0), iou, 0.0)
 
 
-def average_precision(recall: np.ndarray, precision: np.ndarray, use_07_metric: bool) -> float:
-    """AP of one precision/recall curve (in detection order): VOC2007 11-point or VOC2010+ all-point."""
+def average_precision(recall: np.ndarray, precision: np.ndarray, use_07_metric: bool,
+                      voc07_thresholds: str = "reference") -> float:
+    """AP of one precision/recall curve (in detection order): VOC2007 11-point (at py-faster-rcnn's thresholds, or
+    exact tenths with `voc07_thresholds="exact"`) or VOC2010+ all-point."""
     recall = np.asarray(recall, dtype=np.float64)
     precision = np.asarray(precision, dtype=np.float64)
     if use_07_metric:
+        if voc07_thresholds not in VOC07_THRESHOLDS:
+            raise BetterConvError(f"voc07_thresholds must be one of {', '.join(VOC07_THRESHOLDS)}")
         total = 0.0
-        for k in range(11):
-            reached = recall >= k / 10
+        for t in VOC07_THRESHOLDS[voc07_thresholds]:
+            reached = recall >= t
             total += float(precision[reached].max()) if reached.any() else 0.0
         return total / 11
     mrec = np.concatenate(([0.0], recall, [1.0]))
@@ -187,7 +198,8 @@ def _mean(values: list[float | None]) -> float | None:
 
 
 def voc_ap(detections: Sequence[Mapping], ground_truth: Sequence[Mapping], num_classes: int,
-           iou_thresh: float = 0.5, use_07_metric: bool = True, pixel_inclusive: bool = True) -> dict:
+           iou_thresh: float = 0.5, use_07_metric: bool = True, pixel_inclusive: bool = True,
+           voc07_thresholds: str = "reference") -> dict:
     """PASCAL VOC per-class AP and mAP, both the VOC2007 11-point and the VOC2010+ all-point values in one pass.
 
     Returns a dict: `voc07_ap` and `voc_ap` (per class, None where the class has no non-difficult ground truth),
@@ -249,7 +261,7 @@ def voc_ap(detections: Sequence[Mapping], ground_truth: Sequence[Mapping], num_c
         fp_cum = np.cumsum(~tp)
         recall = tp_cum / num_positives[c]
         precision = tp_cum / np.maximum(tp_cum + fp_cum, 1)
-        ap07.append(average_precision(recall, precision, True))
+        ap07.append(average_precision(recall, precision, True, voc07_thresholds))
         ap_all.append(average_precision(recall, precision, False))
 
     out = {
@@ -310,7 +322,8 @@ def to_coco_ground_truth(ground_truth: Sequence[Mapping], num_classes: int, *, i
                          image_sizes: Sequence[tuple[int, int]] | None = None,
                          pixel_inclusive: bool = False) -> dict:
     """Per-image ground truth -> a COCO dataset dict. `image_ids`: ints, or file stems (see `coco_image_ids`),
-    default 1 .. N; `image_sizes`: (height, width) per image, optional. Area = box area; difficult or crowd
+    default 1 .. N; `image_sizes`: (height, width) per image, optional. Area = the entry's `area` when given (a
+    COCO json's own, for the official small / medium / large split), else the box area; difficult or crowd
     objects get iscrowd = 1. `pixel_inclusive` adds 1 to widths and heights (use the same for the detections)."""
     _check_classes(num_classes)
     ids = _resolve_image_ids(image_ids, len(ground_truth))
@@ -327,10 +340,13 @@ def to_coco_ground_truth(ground_truth: Sequence[Mapping], num_classes: int, *, i
             image["height"], image["width"] = int(image_sizes[i][0]), int(image_sizes[i][1])
         images.append(image)
         boxes, labels, difficult, crowd = _read_ground_truth(gt, num_classes, f"ground_truth[{i}]")
-        for box, label, ignore in zip(_xywh(boxes, pixel_inclusive).tolist(), labels.tolist(),
-                                      (difficult | crowd).tolist()):
+        xywh = _xywh(boxes, pixel_inclusive)
+        areas = _vector(gt, "area", len(boxes), np.float64, f"ground_truth[{i}]", default=np.nan)
+        areas = np.where(np.isnan(areas), xywh[:, 2] * xywh[:, 3], areas) if len(boxes) else areas
+        for box, label, ignore, area in zip(xywh.tolist(), labels.tolist(), (difficult | crowd).tolist(),
+                                            areas.tolist()):
             annotations.append({"id": len(annotations) + 1, "image_id": ids[i], "category_id": cats[label],
-                                "bbox": box, "area": box[2] * box[3], "iscrowd": int(ignore)})
+                                "bbox": box, "area": area, "iscrowd": int(ignore)})
     return {"images": images, "annotations": annotations,
             "categories": [{"id": c, "name": n} for c, n in zip(cats, names)]}
 
@@ -386,8 +402,9 @@ def _is_per_image(detections: Sequence) -> bool:
 def coco_map(detections: Sequence, ground_truth, *, num_classes: int | None = None,
              image_ids: Sequence | None = None, category_ids: Sequence[int] | None = None,
              pixel_inclusive: bool = False, verbose: bool = False) -> dict[str, float | None]:
-    """COCO bbox AP with pycocotools: {coco_map, coco_map50, coco_map75, coco_map_small, coco_map_medium,
-    coco_map_large} (COCOeval.stats[0:6], None where pycocotools gives -1).
+    """COCO bbox AP and AR with pycocotools: {coco_map, coco_map50, coco_map75, coco_map_small, coco_map_medium,
+    coco_map_large, coco_ar1, coco_ar10, coco_ar100, coco_ar_small, coco_ar_medium, coco_ar_large}
+    (COCOeval.stats[0:12], None where pycocotools gives -1).
 
     `ground_truth`: a COCO json path or dict, or per-image ground-truth dicts (converted with
     `to_coco_ground_truth`; then `num_classes` is required and `image_ids` / `category_ids` / `pixel_inclusive`
@@ -438,7 +455,7 @@ def coco_map(detections: Sequence, ground_truth, *, num_classes: int | None = No
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
-    stats = [float(s) for s in evaluator.stats[:6]]
+    stats = [float(s) for s in evaluator.stats[:12]]
     return {k: (None if s < 0 else s) for k, s in zip(COCO_KEYS, stats)}
 
 
@@ -449,10 +466,9 @@ def evaluate_detections(detections: Sequence[Mapping], ground_truth: Sequence[Ma
                         class_names: Sequence[str] | None = None, image_ids: Sequence | None = None,
                         category_ids: Sequence[int] | None = None, coco_ground_truth=None,
                         pixel_inclusive: bool = True, iou_thresh: float = 0.5, coco: bool = True,
-                        verbose: bool = False) -> dict:
+                        verbose: bool = False, voc07_thresholds: str = "reference") -> dict:
     """VOC and COCO metrics of per-image detections against per-image ground truth, as the CLI prints them:
-    {voc07_map, voc_map, coco_map, coco_map50, coco_map75, coco_map_small, coco_map_medium, coco_map_large,
-    per_class: [{name, voc07_ap, voc_ap}]}.
+    {voc07_map, voc_map, the `COCO_KEYS` (AP and AR), per_class: [{name, voc07_ap, voc_ap}]}.
 
     `pixel_inclusive`: True for VOC's integer pixel boxes, False for continuous coordinates (COCO json, YOLO txt).
     COCO metrics: against `coco_ground_truth` (a COCO json path or dict; then `image_ids` must be its integer ids,
@@ -464,7 +480,8 @@ def evaluate_detections(detections: Sequence[Mapping], ground_truth: Sequence[Ma
     names = list(class_names) if class_names is not None else [str(c) for c in range(num_classes)]
     if len(names) != num_classes:
         raise BetterConvError(f"{len(names)} class names for {num_classes} classes")
-    voc = voc_ap(detections, ground_truth, num_classes, iou_thresh=iou_thresh, pixel_inclusive=pixel_inclusive)
+    voc = voc_ap(detections, ground_truth, num_classes, iou_thresh=iou_thresh, pixel_inclusive=pixel_inclusive,
+                 voc07_thresholds=voc07_thresholds)
     out: dict[str, Any] = {"voc07_map": voc["voc07_map"], "voc_map": voc["voc_map"]}
     if coco:
         if coco_ground_truth is not None:
