@@ -35,4 +35,4 @@ def test_console_script_has_no_traceback():
 def test_list(cli):
     code, out, _ = cli("list", "yolo*")
     assert code == 0
-    assert [line.split()[0] for line in out.splitlines()] == ["yolov2", "yolov2_tiny"]
+    assert [line.split()[0] for line in out.splitlines()] == ["yolov2", "yolov2_mobilenet_v2", "yolov2_tiny"]

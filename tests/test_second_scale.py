@@ -44,7 +44,7 @@ def test_loss_reaches_both_heads():
     loss = loss_fn(model, (torch.rand(2, 3, 64, 64), targets), step=0)
     loss.backward()
     assert torch.isfinite(loss)
-    assert model.fine_pred.weight.grad.abs().sum() > 0 and model.pred.weight.grad.abs().sum() > 0
+    assert model.pyramid.preds[0].weight.grad.abs().sum() > 0 and model.pyramid.pred.weight.grad.abs().sum() > 0
 
 
 @pytest.mark.parametrize("second_scale", [False, True])
@@ -59,7 +59,7 @@ def test_yolov2_width_mult_scales_every_layer(second_scale):
     full_convs = {n: m for n, m in full.named_modules() if isinstance(m, torch.nn.Conv2d)}
     assert convs.keys() == full_convs.keys()
     for name, conv in convs.items():
-        predicts = name in ("pred", "fine_pred")  # A*(5+C) outputs at any width
+        predicts = name in ("pyramid.pred", "pyramid.preds.0")  # A*(5+C) outputs at any width
         assert conv.out_channels == full_convs[name].out_channels // (1 if predicts else 2)
     ratio = count_params(full) / count_params(half)
     assert 3.5 < ratio < 4.1

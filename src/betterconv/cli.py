@@ -4,14 +4,24 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from importlib import metadata
 
 from .commands import bench, classification, convert, detection, export, heatmap, models, segmentation
 from .commands._common import Parser, add_task_groups
 from .errors import BetterConvError, first_line
 
 
+def _version() -> str:
+    try:
+        return metadata.version("betterconv")
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="betterconv", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}",
+                        help="print betterconv's version and exit")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     models.add_parsers(sub)
     convert.add_parsers(sub)
@@ -28,7 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     debug = bool(os.environ.get("BETTERCONV_DEBUG"))
     try:
-        args = build_parser().parse_args(argv)
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit as done:  # --help and --version print and stop (argparse's errors raise, see Parser)
+            return done.code if isinstance(done.code, int) else 0
         args.func(args)
     except BetterConvError as e:
         if debug:

@@ -10,8 +10,8 @@ Nothing is unpickled unless the caller says the file is trusted: `.pth` files ar
 from __future__ import annotations
 
 import json
+import math
 import pickle
-import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ from .interop.darknet import load_darknet_weights
 from .interop.tflite import load_tflite, tflite_input, tflite_model_config
 from .interop.torchvision import map_torchvision_state_dict, torchvision_config, torchvision_family
 from .interop.torchvision import vgg_from_torchvision
-from .models import build, model_arguments, model_info
+from .models import build, check_arguments, list_models, model_arguments, model_info, shorten, show_value
 from .models.fcn import FCN
 from .models.fcn import convolutionalize as convolutionalize_vgg
 from .models.vgg import VGG
@@ -44,8 +44,60 @@ def _is_safetensors(path: Path) -> bool:
     return len(head) == 9 and int.from_bytes(head[:8], "little") < (1 << 32) and head[8:9] == b"{"
 
 
+def _metadata_problem(key: str, value: Any) -> str | None:
+    """What is wrong with the decoded value of betterconv metadata `key` (None when it is usable)."""
+    def numbers(v: Any) -> bool:
+        return isinstance(v, list) and 0 < len(v) <= 4 and all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v)
+
+    if key == "betterconv.model" and not (isinstance(value, str) and value):
+        return "must be a model name (a string)"
+    elif key == "betterconv.model_kwargs" and not isinstance(value, dict):
+        return "must be a JSON object of builder keywords"
+    elif key == "betterconv.class_names" and not (
+            value is None or isinstance(value, list) and all(isinstance(v, str) for v in value)):
+        return "must be a list of strings"
+    elif key == "betterconv.input_size" and not (
+            isinstance(value, list) and len(value) == 3
+            and all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 65536 for v in value)):
+        return "must be [C, H, W]: three positive integers"
+    elif key in ("betterconv.mean", "betterconv.std") and not (
+            numbers(value) and (key == "betterconv.mean" or all(v > 0 for v in value))):
+        return "must be a list of 1 to 4 finite numbers" + (" above 0" if key == "betterconv.std" else "")
+    return None
+
+
+def _decode_metadata(meta: Mapping[str, str], path: Path) -> dict[str, Any]:
+    """The betterconv.* entries of a safetensors header, JSON-decoded and checked: a tampered or corrupt entry is a
+    one-line `BetterConvError` naming the file and the key. The recorded builder keywords are checked against the
+    recorded model's builder (`check_arguments`)."""
+    decoded: dict[str, Any] = {}
+    for key, text in meta.items():
+        if not key.startswith("betterconv."):
+            continue
+        try:
+            value = json.loads(text)
+        except (ValueError, RecursionError):
+            raise BetterConvError(f"{path}: metadata {show_value(key)} is not JSON: {show_value(text)}") from None
+        problem = _metadata_problem(key, value)
+        if problem:
+            raise BetterConvError(f"{path}: metadata {key}={show_value(value)} {problem}")
+        decoded[key] = value
+    if decoded.get("betterconv.model") in list_models() and "betterconv.model_kwargs" in decoded:
+        try:
+            check_arguments(decoded["betterconv.model"], decoded["betterconv.model_kwargs"])
+        except BetterConvError as e:
+            raise BetterConvError(f"{path}: metadata betterconv.model_kwargs: {e}") from None
+    return decoded
+
+
 def read_checkpoint(path: str | Path, trusted: bool = False) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """The state dict and betterconv metadata ({} for other files) of a safetensors or PyTorch file."""
+    """The state dict and betterconv metadata ({} for other files) of a safetensors or PyTorch file.
+
+    The metadata is decoded and checked (`betterconv.model` a name, `model_kwargs` keywords its builder takes when
+    it is a registered model, `class_names` strings, `input_size` [C, H, W], `mean`/`std` finite numbers); a corrupt or
+    tampered file raises one `BetterConvError` line naming it. Tensor values are checked when they are loaded
+    into a model (`load_weights`)."""
     path = Path(path)
     if not path.is_file():
         raise BetterConvError(f"{path}: no such file")
@@ -54,9 +106,9 @@ def read_checkpoint(path: str | Path, trusted: bool = False) -> tuple[dict[str, 
             with safe_open(str(path), framework="pt") as f:
                 meta = f.metadata() or {}
                 state = {k: f.get_tensor(k) for k in f.keys()}
-        except (SafetensorError, OSError, ValueError) as e:
-            raise BetterConvError(f"{path}: unreadable safetensors file ({e})") from None
-        return state, {k: json.loads(v) for k, v in meta.items() if k.startswith("betterconv.")}
+        except (SafetensorError, OSError, ValueError, RuntimeError, TypeError) as e:
+            raise BetterConvError(f"{path}: unreadable safetensors file ({first_line(e, 160)})") from None
+        return state, _decode_metadata(meta, path)
     with open(path, "rb") as f:
         magic = f.read(4)
     if magic != b"PK\x03\x04" and magic[:1] != b"\x80":  # torch.save's zip archive, or a raw pickle
@@ -68,7 +120,8 @@ def read_checkpoint(path: str | Path, trusted: bool = False) -> tuple[dict[str, 
         reason = (text.split("WeightsUnpickler error:", 1)[-1].strip().splitlines() or ["unsafe pickle"])[0]
         raise BetterConvError(f"{path}: refused to unpickle: it holds more than tensors ({reason[:160]}); "
                               f"load it only if you trust it (trusted=True / --trusted)") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+    except Exception as e:  # noqa: BLE001 - a corrupt archive fails anywhere in torch.load (BadZipFile, EOFError,
+        # RuntimeError, KeyError, struct.error, ...): every one means the same to the user
         raise BetterConvError(f"{path}: not a weights file ({first_line(e, 120)})") from None
     if isinstance(obj, Mapping) and not any(isinstance(v, torch.Tensor) for v in obj.values()):
         for key in ("model", "state_dict", "model_state"):  # training checkpoints wrap the state dict
@@ -80,7 +133,50 @@ def read_checkpoint(path: str | Path, trusted: bool = False) -> tuple[dict[str, 
     return dict(obj), {}
 
 
+def _check_values(state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor], path: Path | str) -> None:
+    """Refuse tensors that would load silently wrong: a non-float tensor (int8, bool, int) for a float parameter,
+    a float or bool one for an integer buffer, a sparse tensor, NaN or infinite values. The error names the file and
+    the tensor."""
+    for key, theirs in state.items():
+        ours = expected.get(key)
+        if ours is None:
+            continue
+        if theirs.layout != torch.strided:
+            raise BetterConvError(f"{path}: tensor {key!r} is not a dense tensor ({theirs.layout})")
+        if theirs.is_meta:
+            raise BetterConvError(f"{path}: tensor {key!r} holds no data (a meta tensor)")
+        if ours.is_floating_point() and not theirs.is_floating_point() or not ours.is_floating_point() and (
+                theirs.is_floating_point() or theirs.is_complex() or theirs.dtype == torch.bool):
+            raise BetterConvError(f"{path}: tensor {key!r} is {str(theirs.dtype).removeprefix('torch.')}, the model "
+                                  f"needs {str(ours.dtype).removeprefix('torch.')}")
+        if theirs.is_floating_point():
+            # in the model's dtype: a float64 1e300 is finite, but infinite once loaded as float32
+            loaded = theirs if theirs.dtype == ours.dtype or not ours.is_floating_point() else theirs.to(ours.dtype)
+            try:
+                finite = torch.isfinite(loaded)
+            except (RuntimeError, TypeError):  # a float type without an isfinite kernel (float8)
+                finite = torch.isfinite(loaded.float())
+            if not bool(finite.all()):
+                bad = int(finite.numel() - finite.sum())
+                cast = f" once cast to {str(ours.dtype).removeprefix('torch.')}" if loaded is not theirs else ""
+                raise BetterConvError(f"{path}: tensor {key!r} holds {bad} NaN or infinite value(s){cast} (of "
+                                      f"{finite.numel()})")
+
+
+def _load_state(model: nn.Module, state: Mapping[str, torch.Tensor], path: Path | str, strict: bool = True) -> None:
+    """`model.load_state_dict` whose failure ("Error(s) in loading state_dict for FCN: ...") is one line naming
+    the file and the first problem."""
+    try:
+        model.load_state_dict(state, strict=strict)
+    except (RuntimeError, ValueError, TypeError) as e:
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        detail = lines[1] if len(lines) > 1 and lines[0].startswith("Error(s) in loading") else first_line(e)
+        raise BetterConvError(f"{path}: weights do not load into {type(model).__name__}: {detail[:200]}") from None
+
+
 def _check_and_load(model: nn.Module, state: Mapping[str, torch.Tensor], path: Path) -> None:
+    """Load `state` into `model` when it fits exactly: the same names, shapes, kinds of dtype, finite values;
+    otherwise one `BetterConvError` line naming the file and the disagreements."""
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
@@ -93,7 +189,8 @@ def _check_and_load(model: nn.Module, state: Mapping[str, torch.Tensor], path: P
                 more = f" (+{len(items) - 3} more)" if len(items) > 3 else ""
                 parts.append(f"{label} {len(items)}: {', '.join(items[:3])}{more}")
         raise BetterConvError(f"{path}: weights do not fit the model; {'; '.join(parts)}")
-    model.load_state_dict(state)
+    _check_values(state, expected, path)
+    _load_state(model, state, path)
 
 
 def _apply_state(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
@@ -137,19 +234,34 @@ def create_model(name: str, *, weights: str | Path | None = None, trusted: bool 
             tflite_name, config = tflite_model_config(path)
             if tflite_name != name:
                 raise BetterConvError(f"{path}: holds a {tflite_name}, not a {name}")
-        model = build(name, {**config, **kwargs})
+        model = _build_for(path, name, config, kwargs)
         return load_weights(model, path)
     state, meta = read_checkpoint(path, trusted)
     config: dict[str, Any] = {}
     if meta:
-        if meta.get("betterconv.model") != name:
-            raise BetterConvError(f"{path}: holds weights for {meta.get('betterconv.model')}, not {name}")
-        config = dict(meta.get("betterconv.model_kwargs", {}))
+        recorded = meta.get("betterconv.model")
+        if recorded is not None and (recorded != name or recorded not in list_models()):
+            unknown = "" if recorded in list_models() else " (not a registered model)"
+            other = f", not {name}" if recorded != name else ""
+            raise BetterConvError(f"{path}: holds weights for {shorten(recorded)}{unknown}{other}")
+        config = dict(meta.get("betterconv.model_kwargs") or {})
     elif torchvision_family(state):
         config = torchvision_config(name)
-    model = build(name, {**config, **kwargs})
+    model = _build_for(path, name, config, kwargs)
     _apply_state(model, state, path)
     return model
+
+
+def _build_for(path: Path, name: str, config: dict[str, Any], kwargs: dict[str, Any]) -> nn.Module:
+    """`build` with the configuration a weights file implies (`config`) under the caller's `kwargs`; a failure that
+    the file's configuration takes part in names the file."""
+    check_arguments(name, kwargs)  # the caller's own keywords: their errors need no file name
+    try:
+        return build(name, {**config, **kwargs})
+    except BetterConvError as e:
+        if not config:
+            raise
+        raise BetterConvError(f"{path}: {e}") from None
 
 
 def weights_preprocessing(name: str, weights: str | Path | None = None) -> dict[str, Any]:
@@ -222,7 +334,8 @@ def backbone_from_classifier(model: nn.Module, classifier: nn.Module, source: st
         raise BetterConvError(f"{source}: these weights do not fit the backbone ({len(missing)} tensors, "
                               f"first {missing[0]})")
     copied = {k: v for k, v in state.items() if k in target and v.shape == target[k].shape}
-    model.load_state_dict(copied, strict=False)
+    _check_values(copied, target, source)
+    _load_state(model, copied, source, strict=False)
     return len(copied)
 
 
@@ -234,7 +347,8 @@ def init_from_checkpoint(model: nn.Module, path: str, trusted: bool = False) -> 
     copied = {k: v for k, v in state.items() if k in target and v.shape == target[k].shape}
     if not copied:
         raise BetterConvError(f"{path}: no tensor in it fits {type(model).__name__}")
-    model.load_state_dict(copied, strict=False)
+    _check_values(copied, target, path)
+    _load_state(model, copied, path, strict=False)
     return len(copied), len(target)
 
 

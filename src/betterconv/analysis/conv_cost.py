@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
+from tqdm import tqdm
 
 from ..layers import DepthwiseSeparableConv
 
@@ -62,12 +63,14 @@ MOBILENET_SHAPES = ((32, 112), (128, 56), (256, 28), (512, 14), (1024, 7))
 
 def conv_cost_table(kernels: Sequence[int] = (1, 3, 5, 7),
                     shapes: Sequence[tuple[int, int]] = MOBILENET_SHAPES, repeats: int = 10,
-                    channels_last: bool = True) -> list[ConvCostRow]:
+                    channels_last: bool = True, progress: bool = False) -> list[ConvCostRow]:
     """One row per kernel size and (channels d, resolution h): d -> d channels on an h x h map, stride 1, bare
-    convolutions (no norm, no activation)."""
+    convolutions (no norm, no activation). `progress`: a progress bar on stderr, one step per row."""
     rows = []
-    for k in kernels:
-        for d, h in shapes:
+    cases = [(k, d, h) for k in kernels for d, h in shapes]
+    with tqdm(cases, desc="bench conv", unit="layer", disable=not progress, leave=False) as bar:
+        for k, d, h in bar:
+            bar.set_postfix_str(f"{k}x{k} {d}@{h}")
             standard = nn.Conv2d(d, d, k, padding=k // 2, bias=False).eval()
             separable = DepthwiseSeparableConv(d, d, k, norm_layer=None, act_layer=None).eval()
             x = torch.randn(1, d, h, h)

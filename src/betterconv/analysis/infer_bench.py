@@ -49,6 +49,7 @@ import numpy as np
 import torch
 import torchvision
 from torch import nn
+from tqdm import tqdm
 
 from ..data.images import image_files
 from ..deploy import (NcnnModel, calibration_images, export_ncnn, export_onnx, fuse_batch_norm, quantize_onnx_static,
@@ -305,7 +306,7 @@ def measure_inference(name: str, *, input_size: Sequence[int] | None = None, bat
                       calibration: Any = None, calibration_count: int = 4, seed: int = 0,
                       time_budget_s: float | None = None, workdir: str | Path | None = None,
                       ort_spinning: bool = True, interleave: bool = True,
-                      log: Callable[[str], None] | None = None) -> InferBenchResult:
+                      log: Callable[[str], None] | None = None, progress: bool = False) -> InferBenchResult:
     """Measure `name` (a registered model, built with `model_kwargs`) along the paths in `variants` (default: all
     of `VARIANTS`; torchvision's only where it has the architecture) at each batch size, at `input_size` (H, W;
     default the paper's). `repeats` is the number of timed rounds, or a mapping batch -> rounds. `calibration`:
@@ -314,8 +315,9 @@ def measure_inference(name: str, *, input_size: Sequence[int] | None = None, bat
 that long (after at least 3, or all if fewer were asked for); `repeats` in the result says how many ran. The ONNX
 files go to `workdir` (kept) or a temporary folder. `ort_spinning`: onnxruntime's threads busy-wait (see
     `timing.ort_session`). `interleave`: rounds of one call per variant (robust to load from other processes), else
-    each variant's calls in one block (`timing.time_in_blocks`: no engine's spinning threads slow the next). Returns an
-    `InferBenchResult`; `torch`'s thread count is restored afterwards."""
+    each variant's calls in one block (`timing.time_in_blocks`: no engine's spinning threads slow the next).
+    `progress`: a progress bar on stderr (the set-up, then each timed round). Returns an `InferBenchResult`;
+    `torch`'s thread count is restored afterwards."""
     log = log or (lambda msg: None)
     wanted = list(variants or VARIANTS)
     unknown = [v for v in wanted if v not in VARIANTS]
@@ -332,12 +334,22 @@ files go to `workdir` (kept) or a temporary folder. `ort_spinning`: onnxruntime'
     if len(size) != 2 or min(size) < 1:
         raise BetterConvError(f"input_size must be (H, W), got {tuple(input_size or ())}")
     rounds = {b: _repeats_for(repeats, b) for b in batches}
+    bar = tqdm(total=1 + sum(rounds.values()), desc=f"bench infer {name}", unit="round", disable=not progress,
+               leave=False)
+
+    def round_log(batch: int) -> Callable[[str], None]:
+        def report(msg: str) -> None:
+            if msg.startswith("round "):
+                bar.update()
+            log(f"  batch {batch} {msg}")
+        return report
 
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     start = time.perf_counter()
     load_before = load_average()
     try:
+        bar.set_postfix_str("building and exporting")
         model, tv, tv_name, kwargs, note, tv_diff = _build_models(name, model_kwargs, seed, size)
         if tv is None:
             wanted = [v for v in wanted if v != "torchvision_eager"]
@@ -394,8 +406,10 @@ files go to `workdir` (kept) or a temporary folder. `ort_spinning`: onnxruntime'
                     wanted.remove("ncnn_fp32")
                     checks["ncnn"] = f"not measured: {e}"
 
+        bar.update()
         rows: list[InferRow] = []
         for batch in batches:
+            bar.set_postfix_str(f"batch {batch}")
             g = torch.Generator().manual_seed(seed + 3)
             x = torch.randn(batch, 3, *size, generator=g)
             x_cl = x.contiguous(memory_format=torch.channels_last)
@@ -419,10 +433,10 @@ files go to `workdir` (kept) or a temporary folder. `ort_spinning`: onnxruntime'
                     channels_last = v in ("betterconv_fused_cl", "betterconv_winograd")
                     timed.append(Timed(v, torch_call(modules[v], x_cl if channels_last else x)))
             if interleave:
-                rounds[batch] = time_interleaved(timed, warmup, rounds[batch], time_budget_s,
-                                                  lambda msg: log(f"  batch {batch} {msg}"))
+                rounds[batch] = time_interleaved(timed, warmup, rounds[batch], time_budget_s, round_log(batch))
             else:
                 rounds[batch] = time_in_blocks(timed, warmup, rounds[batch], time_budget_s)
+                bar.update(rounds[batch])
                 log(f"  batch {batch}, {rounds[batch]} call(s) each: "
                     + ", ".join(f"{t.variant} {statistics.median(t.wall):.1f} ms" for t in timed))
             by = {t.variant: t for t in timed}
@@ -438,6 +452,7 @@ files go to `workdir` (kept) or a temporary folder. `ort_spinning`: onnxruntime'
                     speedup_vs_betterconv_eager=statistics.median(bc_t.wall) / med if bc_t else None,
                     times_ms=[round(v, 3) for v in t.wall]))
     finally:
+        bar.close()
         torch.set_num_threads(previous_threads)
     return InferBenchResult(
         model=name, model_kwargs=dict(kwargs), input_size=size, threads=threads, repeats=rounds, warmup=warmup,

@@ -40,6 +40,17 @@ def profile_zoo(output: Path, input_size: tuple[int, int] | None = None) -> list
     return rows
 
 
+def receptive_field_bars(rows: list[dict]) -> tuple[list[float], list[bool]]:
+    """The receptive-field panel's bar lengths and which of them are "global" (an output that sees the whole image,
+    through global pooling or image-level features): a global field is larger than any finite one, so its bar is
+    drawn the longest, at 1.5x the largest finite field or input side of the zoo, and labelled "global" in the
+    chart."""
+    finite = [float(r["receptive_field"]) for r in rows if r["receptive_field"] != "global"]
+    is_global = [r["receptive_field"] == "global" for r in rows]
+    longest = 1.5 * max(finite + [max(r["input_size"][1:]) for r in rows])
+    return [longest if g else float(r["receptive_field"]) for r, g in zip(rows, is_global)], is_global
+
+
 def _chart(rows: list[dict]) -> bytes:
     import matplotlib
 
@@ -47,19 +58,26 @@ def _chart(rows: list[dict]) -> bytes:
     import matplotlib.pyplot as plt
 
     names = [r["model"] for r in rows]
+    fields, rf_globals = receptive_field_bars(rows)
     panels = [
         ("parameters (M)", [r["params"] / 1e6 for r in rows]),
         ("MACs (G) at the paper's input size", [r["macs"] / 1e9 for r in rows]),
         ("peak activations, Table 3 rule (MB)", [r["peak_activation_bytes"] / 1e6 for r in rows]),
-        ("receptive field (px; global = input)", [r["input_size"][1] if r["receptive_field"] == "global"
-                                                 else r["receptive_field"] for r in rows]),
+        ("receptive field (px)", fields),
     ]
     fig, axes = plt.subplots(1, len(panels), figsize=(18, 0.35 * len(names) + 1.5), sharey=True)
     for ax, (title, values) in zip(axes, panels):
-        ax.barh(names, values, color="#4c72b0")
+        bars = ax.barh(names, values, color="#4c72b0")
         ax.set_xscale("log")
         ax.set_title(title, fontsize=10)
         ax.grid(axis="x", alpha=0.3)
+    rf_axis = axes[-1]
+    if any(rf_globals):
+        rf_axis.set_xlim(right=1.8 * max(fields))  # room for the "global" labels
+    for bar, is_global in zip(bars, rf_globals):  # `bars`: the last panel's, the receptive fields
+        if is_global:
+            bar.set_color("#8c8c8c")
+            rf_axis.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, " global", va="center", fontsize=8)
     axes[0].invert_yaxis()  # shared y: first model on top
     fig.suptitle("betterconv model zoo")
     fig.tight_layout()

@@ -3,29 +3,52 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
+
+from tqdm import tqdm
 
 from ..files import write_atomic
 from ..analysis.conv_cost import conv_cost_table, format_conv_cost, rows_to_dicts
 from ..analysis.infer_bench import VARIANTS, bench_record, measure_inference
-from ._common import Parser, add_arg_option, parse_model_args
+from ..errors import BetterConvError
+from ._common import Parser, add_arg_option, check_suffix, parse_model_args
+
+
+def _json_output(path: str | None) -> None:
+    if path:
+        check_suffix(path, (".json",), "the JSON record")
+
+
+def _shape(text: str) -> tuple[int, int]:
+    channels, sep, resolution = text.partition("@")
+    try:
+        shape = int(channels), int(resolution)
+    except ValueError:
+        shape = (0, 0)
+    if not sep or min(shape) < 1:
+        raise BetterConvError(f"--shapes takes CHANNELS@RESOLUTION pairs such as 32@112, got {text!r}")
+    return shape
 
 
 def cmd_bench_conv(args: argparse.Namespace) -> None:
-    shapes = [(int(c), int(r)) for c, _, r in (s.partition("@") for s in args.shapes)]
-    rows = conv_cost_table(args.kernels, shapes, args.repeats, channels_last=not args.contiguous)
+    _json_output(args.output)
+    shapes = [_shape(s) for s in args.shapes]
+    rows = conv_cost_table(args.kernels, shapes, args.repeats, channels_last=not args.contiguous,
+                           progress=not args.no_progress)
     print(json.dumps(rows_to_dicts(rows), indent=2) if args.json else format_conv_cost(rows))
     if args.output:
         write_atomic(Path(args.output), json.dumps(rows_to_dicts(rows), indent=2).encode())
 
 
 def cmd_bench_infer(args: argparse.Namespace) -> None:
-    say = (lambda msg: print(msg, flush=True)) if args.verbose else None
+    _json_output(args.output)
+    say = (lambda msg: tqdm.write(msg, file=sys.stderr)) if args.verbose else None  # beside the progress bar
     result = measure_inference(args.model, input_size=args.input_size, batches=args.batch, repeats=args.repeats,
                                warmup=args.warmup, threads=args.threads, model_kwargs=parse_model_args(args.arg),
                                variants=args.variants, calibration=args.calib, calibration_count=args.calib_count,
                                seed=args.seed, time_budget_s=args.time_budget, ort_spinning=not args.no_ort_spinning,
-                               interleave=not args.blocked, log=say)
+                               interleave=not args.blocked, log=say, progress=not args.no_progress)
     data = bench_record([result])
     print(json.dumps(data, indent=2) if args.json else result.format())
     if args.output:
@@ -41,7 +64,8 @@ def add_conv_parser(bench_sub: argparse._SubParsersAction) -> argparse.ArgumentP
     p.add_argument("--repeats", type=int, default=20, help="timed calls per convolution (default 20)")
     p.add_argument("--contiguous", action="store_true", help="NCHW instead of channels-last")
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
-    p.add_argument("--output", help="also write the rows as JSON here")
+    p.add_argument("--output", help="also write the rows as JSON to this .json file")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.set_defaults(func=cmd_bench_conv)
     return p
 
@@ -70,9 +94,11 @@ def add_infer_parser(bench_sub: argparse._SubParsersAction) -> argparse.Argument
                    help="onnxruntime's threads sleep between operators instead of busy-waiting as PyTorch's do")
     p.add_argument("--blocked", action="store_true",
                    help="time each variant's calls in one block instead of interleaved rounds (an idle machine)")
-    p.add_argument("--verbose", action="store_true", help="print progress, one line per round")
+    p.add_argument("--verbose", action="store_true", help="also print one line per round, on stderr")
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
-    p.add_argument("--output", help="also write the JSON (figures, machine, versions) here, atomically")
+    p.add_argument("--output",
+                   help="also write the JSON (figures, machine, versions) to this .json file, atomically")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.set_defaults(func=cmd_bench_infer)
     return p
 

@@ -14,7 +14,7 @@ from torch import nn
 from torchvision.transforms.v2.functional import pil_to_tensor
 
 from ..data.classification import classification_dataset, eval_transform, held_out_split, train_transform
-from ..engine import Trainer, TrainConfig
+from ..engine import Trainer, TrainConfig, prepare_output
 from ..data.images import open_image
 from ..errors import BetterConvError
 from ..models import model_arguments
@@ -22,15 +22,18 @@ from ..models.info import IMAGENET_MEAN, IMAGENET_STD
 from ..tasks.classification import (ModelEMA, class_names_for, classification_loss, ema_state_to_model,
                                     evaluate_classifier, predict_topk, recipe_for)
 from ..weights import create_model, num_outputs, save_weights, weights_preprocessing
-from ._common import (add_data_arguments, add_model_arguments, add_run_arguments, add_train_arguments, device_for,
-                      init_from, load_model, parse_model_args, report_skipped)
+from ._common import (TRAIN_NUMBERS, add_data_arguments, add_model_arguments, add_run_arguments, add_train_arguments,
+                      device_for, init_from, load_model, non_negative_float, parse_model_args, positive_float,
+                      positive_int, report_skipped, unit_interval)
+from ._common import IMAGES_HELP, input_images, tensorflow_weights
 
 DEFAULT_INPUT_SIZE = 224
+CROP_RATIO = 0.875  # --crop: 224 of 256, ImageNet's convention
 
 
-def _dataset(spec: str, split: str, transform, skip_bad: bool):
+def _dataset(spec: str, split: str, transform, skip_bad: bool, json_output: bool = False):
     return report_skipped(classification_dataset(spec, split, transform=transform, skip_bad=skip_bad),
-                          f"{spec} {split}")
+                          f"{spec} {split}", json_output)
 
 
 def _width_kwargs(model_name: str, width: float | None) -> dict[str, Any]:
@@ -77,6 +80,7 @@ def train_config(args: argparse.Namespace, num_samples: int):
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    prepare_output(args.output, args.resume, args.overwrite)
     size = args.input_size
     train_set = _dataset(args.data, args.train_split, train_transform(size), args.skip_bad)
     val_split = args.val_split or held_out_split(args.data)
@@ -114,7 +118,7 @@ def cmd_train(args: argparse.Namespace) -> None:
                       evaluate_fn=evaluate, best_metric="val_top1", device=device,
                       after_step=ema.update if ema is not None else None,
                       extra_state={"ema": ema} if ema is not None else None)
-    if args.resume and trainer.resume():
+    if args.resume and trainer.resume(trusted=args.trusted):
         print(f"resuming from {Path(args.output) / 'last.pt'} at epoch {trainer.start_epoch + 1}")
     trainer.fit()
     if trainer.dist.is_main:
@@ -141,6 +145,8 @@ def export_weights(model: nn.Module, ema, output: Path, class_names: list[str], 
 
 def _load_classifier(args: argparse.Namespace) -> tuple[nn.Module, dict[str, Any]]:
     """The model with its weights, in eval mode, and its preprocessing (`weights_preprocessing`)."""
+    if not args.weights:
+        raise BetterConvError(f"{args.command} cls needs --weights: an untrained classifier's answers mean nothing")
     model = load_model(args).eval()
     return model, weights_preprocessing(args.model, args.weights)
 
@@ -150,10 +156,19 @@ def _input_size(args: argparse.Namespace, pre: dict[str, Any]) -> int:
     return int(args.input_size or pre["input_size"][-1])
 
 
+def _transform(args: argparse.Namespace, pre: dict[str, Any]):
+    """The evaluation transform the weights' model expects: a TensorFlow (Lite) classifier sees the whole image
+    resized to its input (`tensorflow_weights`), others the ImageNet centre crop (`eval_transform`'s default);
+    `--crop` / `--no-crop` decide instead when given."""
+    crop = args.crop if args.crop is not None else (False if tensorflow_weights(pre, args.weights) else None)
+    return eval_transform(_input_size(args, pre), pre["mean"], pre["std"],
+                          crop_ratio=None if crop is None else (CROP_RATIO if crop else 1.0))
+
+
 def cmd_eval(args: argparse.Namespace) -> None:
     model, pre = _load_classifier(args)
     size = _input_size(args, pre)
-    dataset = _dataset(args.data, args.split, eval_transform(size, pre["mean"], pre["std"]), args.skip_bad)
+    dataset = _dataset(args.data, args.split, _transform(args, pre), args.skip_bad, args.json)
     classes = num_outputs(model)
     if classes != dataset.num_classes:
         raise BetterConvError(f"{args.weights}: the model has {classes} classes, {args.data} {args.split} has "
@@ -185,14 +200,15 @@ def _relabel(dataset, mapping: list[int]) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
+    images = input_images(args.images)
     model, pre = _load_classifier(args)
     names = class_names_for(num_outputs(model), pre["class_names"])
-    transform = eval_transform(_input_size(args, pre), pre["mean"], pre["std"])
+    transform = _transform(args, pre)
     device = device_for(args.device)
     model.to(device)
     results = []
-    for path in args.images:
-        image = transform(pil_to_tensor(open_image(path, mode="RGB"))).unsqueeze(0).to(device)
+    for path in images:
+        image = transform(pil_to_tensor(open_image(path, mode="RGB", exif=True))).unsqueeze(0).to(device)
         with torch.no_grad():
             probs, indices = predict_topk(model, image, args.top_k)
         top = [{"class": names[i], "index": i, "probability": p} for p, i in zip(probs[0].tolist(),
@@ -216,32 +232,47 @@ def add_parsers(train_sub, eval_sub, predict_sub) -> None:
     add_data_arguments(p, DATA_HELP)
     p.add_argument("--train-split", default="train", help="the split to train on (default: train)")
     p.add_argument("--val-split", help="default: val where a folder dataset has one, else test")
-    p.add_argument("--input-size", type=int, default=DEFAULT_INPUT_SIZE, help="training crop (default 224)")
-    p.add_argument("--width", type=float, help="width multiplier (MobileNets' width_mult, ShuffleNet's scale)")
-    p.add_argument("--epochs", type=int, help="override the recipe (MobileNets 300, others 90)")
-    p.add_argument("--batch-size", type=int, help="override the recipe (MobileNets 96, others 256)")
-    p.add_argument("--lr", type=float, help="override the recipe's rate (default: 0.045 x batch/96 for MobileNets, "
-                                            "0.1 x batch/256 otherwise)")
+    p.add_argument("--input-size", type=TRAIN_NUMBERS["input-size"], default=DEFAULT_INPUT_SIZE,
+                   help="training crop (default 224)")
+    p.add_argument("--width", type=partial(positive_float, what="the width multiplier"),
+                   help="width multiplier (MobileNets' width_mult, ShuffleNet's scale)")
+    p.add_argument("--epochs", type=TRAIN_NUMBERS["epochs"], help="override the recipe (MobileNets 300, others 90)")
+    p.add_argument("--batch-size", type=TRAIN_NUMBERS["batch-size"],
+                   help="override the recipe (MobileNets 96, others 256)")
+    p.add_argument("--lr", type=TRAIN_NUMBERS["lr"],
+                   help="override the recipe's rate (default: 0.045 x batch/96 for MobileNets, 0.1 x batch/256 "
+                        "otherwise)")
     p.add_argument("--optimizer", choices=("sgd", "rmsprop", "adamw"), help="override the recipe")
     p.add_argument("--schedule", choices=("exponential", "cosine", "poly", "constant"),
                    help="learning-rate schedule; overrides the recipe")
-    for name in ("momentum", "weight-decay", "rmsprop-decay", "lr-decay"):
-        p.add_argument(f"--{name}", type=float, help="override the recipe")
-    p.add_argument("--warmup-epochs", type=float, default=0.0, help="linear learning-rate warm-up")
-    p.add_argument("--label-smoothing", type=float, default=0.0, help="e.g. 0.1 (default 0: none)")
+    for name, kind in (("momentum", TRAIN_NUMBERS["momentum"]), ("weight-decay", TRAIN_NUMBERS["weight-decay"]),
+                       ("rmsprop-decay", partial(unit_interval, what="RMSProp's decay")),
+                       ("lr-decay", partial(positive_float, what="the exponential schedule's decay"))):
+        p.add_argument(f"--{name}", type=kind, help="override the recipe")
+    p.add_argument("--warmup-epochs", type=partial(non_negative_float, what="warm-up epochs"), default=0.0,
+                   help="linear learning-rate warm-up")
+    p.add_argument("--label-smoothing", type=partial(unit_interval, what="label smoothing"), default=0.0,
+                   help="e.g. 0.1 (default 0: none)")
     p.add_argument("--ema", action="store_true", help="keep an exponential moving average of the weights; it is "
                                                       "what gets evaluated and exported")
-    p.add_argument("--ema-decay", type=float, default=0.9999, help="decay of the moving average (default 0.9999)")
-    p.add_argument("--eval-images", type=int, help="evaluate on N held-out images spread evenly over the split")
-    p.add_argument("--eval-batch-size", type=int, default=64, help="batch size of the evaluations (default 64)")
+    p.add_argument("--ema-decay", type=partial(unit_interval, what="the EMA decay"), default=0.9999,
+                   help="decay of the moving average (default 0.9999)")
+    p.add_argument("--eval-images", type=TRAIN_NUMBERS["eval-images"],
+                   help="evaluate on N held-out images spread evenly over the split")
+    p.add_argument("--eval-batch-size", type=partial(positive_int, what="the evaluation batch size"), default=64,
+                   help="batch size of the evaluations (default 64)")
     add_run_arguments(p)
     p.add_argument("--channels-last", action="store_true", help="channels-last memory format")
     p.set_defaults(func=cmd_train)
 
     def model_arguments(p: argparse.ArgumentParser) -> None:
-        add_model_arguments(p, required=True)
+        add_model_arguments(p)
         p.add_argument("--input-size", type=int,
                        help="input side (default: the size recorded in the weights, else the model's)")
+        p.add_argument("--crop", action=argparse.BooleanOptionalAction, default=None,
+                       help="--crop: resize the short side to input/0.875 and take the centre (ImageNet's "
+                            "convention); --no-crop: resize the whole image to the input. Default: as the weights' "
+                            "model expects: no crop for TensorFlow (Lite) classifiers, else the crop above 64 pixels")
         p.add_argument("--json", action="store_true", help="print JSON")
 
     p = eval_sub.add_parser("cls", help="top-1 / top-5 accuracy of a classifier")
@@ -256,5 +287,5 @@ def add_parsers(train_sub, eval_sub, predict_sub) -> None:
     p = predict_sub.add_parser("cls", help="the most likely classes of each image, with probabilities")
     model_arguments(p)
     p.add_argument("--top-k", type=int, default=5, help="classes to list per image (default 5)")
-    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("images", nargs="+", help=IMAGES_HELP)
     p.set_defaults(func=cmd_predict)

@@ -7,6 +7,7 @@ import json
 import os
 import tempfile
 import warnings
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,37 +22,75 @@ from ..data.class_names import default_class_names
 from ..data.det_transforms import eval_transform, train_transform, unresize_boxes
 from ..data.detection import DataWarning, collate_detection, detection_dataset
 from ..deploy import NcnnModel, export_ncnn
-from ..engine import Trainer, TrainConfig
+from ..engine import Trainer, TrainConfig, prepare_output
 from ..data.images import open_image
 from ..errors import BetterConvError
 from ..models import DetRecipe, model_info
 from ..models.info import DARKNET_MEAN, DARKNET_STD
-from ..tasks.anchors import (FASTER_RCNN_SHORT_SIDE, anchors_report, dataset_boxes, faster_rcnn_anchors,
-                             kmeans_anchors)
-from ..tasks.detection import detect_dataset, evaluate_detector, model_outputs, postprocess, to_coco_results
+from ..tasks.anchors import (FASTER_RCNN_SHORT_SIDE, anchors_report, compare_anchors, dataset_boxes,
+                             faster_rcnn_anchors, kmeans_anchors)
+from ..tasks.detection import (detect_dataset, evaluate_detector, ground_truth_entry, model_outputs, postprocess,
+                               to_coco_results)
 from ..tasks.detection_metrics import coco_image_ids, evaluate_detections
 from ..tasks.region_loss import DetectionLoss
 from ..tasks.segmentation import palette
 from ..weights import backbone_classifier, create_model, save_weights, weights_preprocessing
-from ._common import (add_data_arguments, add_model_arguments, add_run_arguments, add_train_arguments,
-                      device_for, init_from, load_backbone, load_model,
-                      parse_model_args, report_skipped)
+from ._common import (TRAIN_NUMBERS, add_data_arguments, add_model_arguments, add_run_arguments,
+                      add_train_arguments, device_for, init_from, load_backbone, load_model,
+                      parse_model_args, positive_int, report_skipped)
+from ._common import (IMAGES_HELP, distinct_stems, input_images, output_folder, refuse_overwriting, warn)
 
-def _dataset(spec: str, split: str, transform, skip_bad: bool):
-    """The dataset, its `DataWarning`s printed as warning lines and its skipped samples counted."""
+
+def _dataset(spec: str, split: str, transform, skip_bad: bool, json_output: bool = False):
+    """The dataset, its `DataWarning`s printed as warning lines on stderr and its skipped samples counted."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", DataWarning)
         dataset = detection_dataset(spec, split, transform=transform, skip_bad=skip_bad)
     for w in caught:
         if issubclass(w.category, DataWarning):
-            print(f"warning: {w.message}")
-    return report_skipped(dataset, f"{spec} {split}")
+            warn(f"warning: {w.message}")
+        else:  # not ours to judge: back to the warnings machinery, which prints on stderr
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return report_skipped(dataset, f"{spec} {split}", json_output)
+
+
+def _split_note(spec: str, split: str) -> str | None:
+    """What to tell the user when a YOLO dataset has no `split` of its own and every split reads the same images
+    (a folder without images/{split}/ falls back to images/, a list file is the same list for any split): scoring
+    it scores the training images."""
+    kind, _, path = spec.partition(":")
+    root = Path(path).expanduser()
+    if kind.strip().lower() != "yolo" or split in ("train", "train2017"):
+        return None
+    if root.is_file() and root.suffix.lower() not in (".yaml", ".yml"):
+        return (f"warning: {root} is one list of images for every split: the {split!r} images scored are the ones "
+                "it trains on")
+    if root.is_dir() and len(list(root.glob("*.yaml")) + list(root.glob("*.yml"))) != 1:
+        folders = [root / "images" / s for s in ([split] + ([f"{split}2017"] if split in ("train", "val") else []))]
+        if not any(f.is_dir() for f in folders):
+            return (f"warning: {root} has no {split} split ({folders[0]} is missing): scoring all the images under "
+                    f"{root / 'images'}, the training images included")
+    return None
 
 
 def cmd_anchors(args: argparse.Namespace) -> None:
-    dataset = _dataset(args.data, args.split, None, args.skip_bad)
+    dataset = _dataset(args.data, args.split, None, args.skip_bad, args.json)
     wh, sizes = dataset_boxes(dataset, image_sizes=args.compare)
-    print(anchors_report(wh, args.k, args.input_size, args.compare, sizes, source=f"{args.data} {args.split}"))
+    source = f"{args.data} {args.split}"
+    if not args.json:
+        print(anchors_report(wh, args.k, args.input_size, args.compare, sizes, source=source))
+        return
+    if args.input_size % 32:
+        raise BetterConvError(f"input size must be a multiple of 32, got {args.input_size}")
+    clusters = kmeans_anchors(wh, args.k, "iou")
+    result: dict[str, Any] = {
+        "source": source, "boxes": len(wh), "k": args.k, "input_size": args.input_size,
+        "avg_iou": float(clusters.avg_iou),
+        "anchors": [[float(w), float(h)] for w, h in clusters.anchors(args.input_size)]}
+    if args.compare:
+        result["compare"] = [{"method": row.method, "k": row.k, "avg_iou": float(row.avg_iou)}
+                             for row in compare_anchors(wh, tuple(sorted({5, 9, args.k})), image_sizes=sizes)]
+    print(json.dumps(result, indent=2))
 
 
 def _anchor_kwargs(args: argparse.Namespace, dataset) -> dict[str, Any]:
@@ -65,8 +104,8 @@ def _anchor_kwargs(args: argparse.Namespace, dataset) -> dict[str, Any]:
     wh, _ = dataset_boxes(dataset)
     k = args.num_anchors
     anchors = kmeans_anchors(wh, k).anchors(args.input_size)
-    print(f"anchors (IoU k-means, k={k}, grid units at {args.input_size}): "
-          + ", ".join(f"{w:.3f}x{h:.3f}" for w, h in anchors))
+    warn(f"anchors (IoU k-means, k={k}, grid units at {args.input_size}): "
+         + ", ".join(f"{w:.3f}x{h:.3f}" for w, h in anchors))
     return {"anchors": [tuple(float(v) for v in a) for a in anchors]}
 
 
@@ -92,6 +131,7 @@ def _recipe(model_name: str) -> dict[str, Any]:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    prepare_output(args.output, args.resume, args.overwrite)
     recipe = _recipe(args.model)
     recipe.update({k: getattr(args, k) for k in ("optimizer", "lr", "momentum", "weight_decay", "schedule",
                                                  "batch_size", "epochs") if getattr(args, k) is not None})
@@ -113,13 +153,14 @@ def cmd_train(args: argparse.Namespace) -> None:
     config = TrainConfig(**recipe, workers=args.workers, seed=args.seed, amp=not args.no_amp, sync_bn=args.sync_bn,
                          eval_every=args.eval_every, max_steps_per_epoch=args.max_steps_per_epoch,
                          output=args.output, grad_clip=10.0,
-                         extra={"task": "det", "model": args.model, "data": args.data,
-                                "class_names": list(train_set.class_names)})
+                         extra={"task": "det", "model": args.model, "model_kwargs": model.model_kwargs,
+                                "data": args.data, "class_names": list(train_set.class_names),
+                                "input_size": args.input_size, "multiscale": args.multiscale})
     per_process = config.batch_size // max(1, int(os.environ.get("WORLD_SIZE", "1")))
     loss = DetectionLoss(model, per_process, args.multiscale, args.seed)
     trainer = Trainer(model, train_set, loss, config, evaluate_fn=evaluate, collate_fn=collate_detection,
                       best_metric="val_voc_map", device=device)
-    if args.resume and trainer.resume():
+    if args.resume and trainer.resume(trusted=args.trusted):
         print(f"resuming from {Path(args.output) / 'last.pt'} at epoch {trainer.start_epoch + 1}")
     trainer.fit()
     if trainer.dist.is_main:
@@ -132,15 +173,20 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def _load_detector(args: argparse.Namespace) -> nn.Module:
-    if not args.model or not args.weights:
-        raise BetterConvError("needs --model and --weights")
+    if not args.weights:
+        raise BetterConvError(f"{args.command} det needs --weights" + (", or --predictions FILE" if
+                                                                      args.command == "eval" else ""))
     return load_model(args).eval()
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    dataset = _dataset(args.data, args.split, eval_transform(args.input_size), args.skip_bad)
+    note = _split_note(args.data, args.split)
+    if note:
+        warn(note)
+    dataset = _dataset(args.data, args.split, eval_transform(args.input_size), args.skip_bad, args.json)
     if args.predictions:
-        detections, ground_truth = _detections_from_json(Path(args.predictions), dataset, args.input_size)
+        detections, ground_truth = _detections_from_json(Path(args.predictions), dataset, args.input_size,
+                                                         args.max_images)
     else:
         model = _load_detector(args)
         forward, device = None, device_for(args.device)
@@ -170,9 +216,11 @@ def cmd_eval(args: argparse.Namespace) -> None:
             print(f"  {row['name']:16s} VOC07 {pct(row['voc07_ap'])}  VOC {pct(row['voc_ap'])}")
 
 
-def _detections_from_json(path: Path, dataset, input_size: int) -> tuple[list[dict], list[dict]]:
-    """Per-image detections from a COCO results file (image_id = COCO id, or the file stem for YOLO data) and the
-    dataset's ground truth in original pixels."""
+def _detections_from_json(path: Path, dataset, input_size: int,
+                          limit: int | None = None) -> tuple[list[dict], list[dict]]:
+    """Per-image detections from a COCO results file (image_id = COCO id, or the file stem for YOLO data; see
+    DETECTIONS_FORMAT) and the dataset's ground truth in original pixels, for the first `limit` images (all without
+    one); detections of later images are left out."""
     try:
         results = json.loads(path.read_text())
     except (OSError, ValueError) as e:
@@ -185,25 +233,32 @@ def _detections_from_json(path: Path, dataset, input_size: int) -> tuple[list[di
     index = {i: n for n, i in enumerate(ids)}  # the id as the dataset has it (COCO id or file stem) ...
     if not all(isinstance(i, int) for i in dataset.image_ids):  # ... or the integer COCO id a stem maps to
         index.update({str(number): index[stem] for stem, number in coco_image_ids(ids).items()})
+    count = min(limit or len(ids), len(ids))
     per_image: list[list] = [[] for _ in ids]
     for k, r in enumerate(results):
+        if not isinstance(r, dict):
+            raise BetterConvError(f"{path}: entry {k} is not a JSON object ({json.dumps(r)[:80]})")
+        if not isinstance(r.get("category_id"), int) or r["category_id"] not in label_of:
+            kind = "the annotation file's category ids" if getattr(dataset, "category_ids", None) else \
+                f"class index + 1, 1-{dataset.num_classes}"
+            raise BetterConvError(f"{path}: entry {k} has category_id {json.dumps(r.get('category_id'))[:20]}, not "
+                                  f"one of this dataset's ({kind})")
         try:
             n, label = index[str(r["image_id"])], label_of[r["category_id"]]
             x, y, w, h = (float(v) for v in r["bbox"])
             per_image[n].append((x, y, x + w, y + h, float(r["score"]), label))
         except (KeyError, TypeError, ValueError):
-            raise BetterConvError(f"{path}: entry {k} has an unknown image_id or category_id, or no bbox/score "
+            raise BetterConvError(f"{path}: entry {k} has an unknown image_id, or no bbox/score "
                                   f"({json.dumps(r)[:80]})") from None
     detections = []
-    for rows in per_image:
+    for rows in per_image[:count]:
         t = torch.tensor(rows, dtype=torch.float32).reshape(-1, 6)
         detections.append({"boxes": t[:, :4], "scores": t[:, 4], "labels": t[:, 5].long()})
     ground_truth = []
-    for i in range(len(dataset)):
+    for i in range(count):
         _, target = dataset[i]
         size = tuple(int(v) for v in target["orig_size"])
-        ground_truth.append({"boxes": unresize_boxes(target["boxes"], size, input_size, clip=False),
-                             "labels": target["labels"], "difficult": target["difficult"]})
+        ground_truth.append(ground_truth_entry(target, unresize_boxes(target["boxes"], size, input_size, clip=False)))
     return detections, ground_truth
 
 
@@ -216,17 +271,57 @@ def _ncnn_forward(model: nn.Module, input_size: int):
         return NcnnModel(param)
 
 
+DETECTIONS_FORMAT = """\
+detections.json is a COCO results file: a JSON list of {"image_id", "category_id", "bbox": [x, y, width, height],
+"score"}, boxes in pixels of the image as displayed (EXIF orientation applied; with --data, in the raw pixel order
+the dataset's labels use). With --data, the ids are that dataset's, so that `betterconv eval det --predictions
+detections.json --data (the same)` scores it: COCO data: category_id is the annotation file's category id and
+image_id its image id (for the images of the dataset); YOLO and VOC data: category_id = class index + 1 and
+image_id the file's stem. Without --data: category_id = class index + 1 (the YOLO/VOC convention) and
+image_id = the output stem: the file's stem (a digit-only stem, as COCO's 000000000009, as a number), with the
+folder's name in front for images that share a stem, and a counter where a name is still taken, so that every
+image has its own id and drawing."""
+
+
+def _dataset_ids(args: argparse.Namespace, images: list[Path], stems: list[str],
+                 num_classes: int) -> tuple[list[int], list[int | str]]:
+    """The category id of each class and the image id of each image (DETECTIONS_FORMAT)."""
+    if not args.data:
+        return list(range(1, num_classes + 1)), list(stems)
+    dataset = _dataset(args.data, args.split, None, False)
+    category_ids = list(getattr(dataset, "category_ids", None) or range(1, dataset.num_classes + 1))
+    if len(category_ids) != num_classes:
+        raise BetterConvError(f"the model has {num_classes} classes, {args.data} {args.split} has "
+                              f"{len(category_ids)}")
+    by_file = {os.path.realpath(image): image_id for (image, _), image_id in zip(dataset.files, dataset.image_ids)}
+    ids = [by_file.get(os.path.realpath(path), stem) for path, stem in zip(images, stems)]
+    seen: dict[str, Path] = {}
+    for path, image_id in zip(images, ids):
+        key = str(int(image_id)) if str(image_id).isascii() and str(image_id).isdigit() else str(image_id)
+        if key in seen:
+            raise BetterConvError(f"{path} and {seen[key]} would both be image_id {image_id}; give them apart")
+        seen[key] = path
+    return category_ids, ids
+
+
 def cmd_predict(args: argparse.Namespace) -> None:
+    # the cheap checks first: nothing is built or written when an output would replace an input
+    images = input_images(args.images)
+    output = output_folder(args.output)
+    stems = distinct_stems(images, ("{}.png",))
+    refuse_overwriting([output / f"{stem}.png" for stem in stems] + [output / "detections.json"],
+                       [*images, args.weights])
     model = _load_detector(args)
+    category_ids, ids = _dataset_ids(args, images, stems, model.num_classes)
     forward = _ncnn_forward(model, args.input_size) if args.engine == "ncnn" else model
     resize_to_input = eval_transform(args.input_size)
     names = weights_preprocessing(args.model, args.weights)["class_names"] or \
         default_class_names(model.num_classes) or [str(c) for c in range(model.num_classes)]
-    output = Path(args.output)
     colours = palette(model.num_classes + 1)[1:]
-    detections, ids = [], []
-    for path in args.images:
-        image = open_image(path, mode="RGB")
+    detections = []
+    for path, stem in zip(images, stems):
+        # photos as displayed; a dataset's images as its loader reads them (its boxes are in raw pixel order)
+        image = open_image(path, mode="RGB", exif=not args.data)
         x = resize_to_input(tv_tensors.Image(pil_to_tensor(image)))[None]  # (1, 3, S, S) in [0, 1], as in eval
         with torch.no_grad():
             det = postprocess(model_outputs(forward(x)), model.head_anchors(), model.num_classes, args.input_size,
@@ -240,13 +335,13 @@ def cmd_predict(args: argparse.Namespace) -> None:
             draw.text((box[0] + 3, box[1] + 2), f"{names[label]} {score:.2f}", fill=colour)
         buf = io.BytesIO()
         drawn.save(buf, format="PNG")
-        write_atomic(output / f"{Path(path).stem}.png", buf.getvalue())
+        write_atomic(output / f"{stem}.png", buf.getvalue())
         detections.append(det)
-        ids.append(Path(path).stem)
-        print(f"{path}: {len(det['scores'])} detections -> {output / (Path(path).stem + '.png')}")
-    results = to_coco_results(detections, ids, list(range(1, model.num_classes + 1)))
+        print(f"{path}: {len(det['scores'])} detections -> {output / f'{stem}.png'}")
+    results = to_coco_results(detections, ids, category_ids)
     write_atomic(output / "detections.json", json.dumps(results).encode())
-    print(f"wrote {output / 'detections.json'} ({len(results)} detections, category_id = class index + 1)")
+    print(f"wrote {output / 'detections.json'} ({len(results)} detections, category_id = "
+          + (f"{args.data}'s category ids)" if args.data else "class index + 1)"))
 
 
 DATA_HELP = "voc:, coco: or yolo: followed by the dataset root"
@@ -262,6 +357,8 @@ def add_parsers(sub, train_sub, eval_sub, predict_sub) -> None:
     p.add_argument("--input-size", type=int, default=416, help="network input size the anchors are for (default 416)")
     p.add_argument("--compare", action="store_true",
                    help="YOLOv2 Table 1: IoU vs squared-Euclidean clusters vs hand-picked anchors, k = 5 and 9")
+    p.add_argument("--json", action="store_true",
+                   help="print JSON: boxes, average IoU, anchors (grid cells) and with --compare the table's rows")
     p.set_defaults(func=cmd_anchors)
 
     p = train_sub.add_parser("det", help="train YOLOv2 with the paper's recipe")
@@ -269,7 +366,8 @@ def add_parsers(sub, train_sub, eval_sub, predict_sub) -> None:
     add_data_arguments(p, DATA_HELP)
     p.add_argument("--train-split", default="train", help="the split to train on (default: train)")
     p.add_argument("--val-split", default="val", help="the split to evaluate on after epochs (default: val)")
-    p.add_argument("--input-size", type=int, default=416, help="network input size (default 416)")
+    p.add_argument("--input-size", type=TRAIN_NUMBERS["input-size"], default=416,
+                   help="network input size (default 416)")
     p.add_argument("--no-multiscale", dest="multiscale", action="store_false",
                    help="train at --input-size only (default: a new size from 320-608 every 10 batches)")
     p.add_argument("--jitter", type=float, default=0.3,
@@ -278,16 +376,18 @@ def add_parsers(sub, train_sub, eval_sub, predict_sub) -> None:
     p.add_argument("--anchors", choices=("default", "auto", "hand"), default="default",
                    help="auto: IoU k-means on the training boxes (YOLOv2 §2 dimension clusters); hand: Faster "
                         "R-CNN's 9 hand-picked anchors (the ablation ladder's start)")
-    p.add_argument("--num-anchors", type=int, default=5, help="anchors that --anchors auto clusters (default 5)")
+    p.add_argument("--num-anchors", type=partial(positive_int, what="the number of anchors"), default=5,
+                   help="anchors that --anchors auto clusters (default 5)")
     p.add_argument("--backbone-weights", help="Darknet-19 classifier weights (any format) for the backbone")
-    for name, kind in (("epochs", int), ("batch-size", int), ("lr", float), ("momentum", float),
-                       ("weight-decay", float), ("warmup-steps", int)):
-        p.add_argument(f"--{name}", type=kind, help="override the recipe")
-    p.add_argument("--milestones", type=int, nargs="*", help="epochs where the step schedule divides the rate by 10")
+    for name in ("epochs", "batch-size", "lr", "momentum", "weight-decay", "warmup-steps"):
+        p.add_argument(f"--{name}", type=TRAIN_NUMBERS[name], help="override the recipe")
+    p.add_argument("--milestones", type=partial(positive_int, what="a milestone epoch"), nargs="*",
+                   help="epochs where the step schedule divides the rate by 10")
     p.add_argument("--optimizer", choices=("sgd", "rmsprop", "adamw"), help="override the recipe")
     p.add_argument("--schedule", choices=("poly", "cosine", "constant", "exponential", "step"),
                    help="learning-rate schedule; overrides the recipe")
-    p.add_argument("--eval-images", type=int, help="evaluate on the first N validation images only")
+    p.add_argument("--eval-images", type=TRAIN_NUMBERS["eval-images"],
+                   help="evaluate on the first N validation images only")
     add_run_arguments(p)
     p.set_defaults(func=cmd_train)
 
@@ -304,14 +404,22 @@ def add_parsers(sub, train_sub, eval_sub, predict_sub) -> None:
     model_args(p)
     add_data_arguments(p, DATA_HELP)
     p.add_argument("--split", default="val", help="the split to evaluate (default: val)")
-    p.add_argument("--predictions", help="a COCO results JSON to evaluate instead of a model")
+    p.add_argument("--predictions",
+                   help="a COCO results JSON to evaluate instead of a model (as `predict det --data` writes it: "
+                        "COCO data: the annotation file's category ids; YOLO/VOC: class index + 1)")
     p.add_argument("--max-images", type=int, help="evaluate the first N images only")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_eval)
 
-    p = predict_sub.add_parser("det", help="boxes and labels drawn on each image, and one COCO results JSON")
+    p = predict_sub.add_parser("det", help="boxes and labels drawn on each image, and one COCO results JSON",
+                               epilog=DETECTIONS_FORMAT, formatter_class=argparse.RawDescriptionHelpFormatter)
     model_args(p)
     p.add_argument("--nms-iou", type=float, default=0.45, help="non-maximum suppression IoU threshold (default 0.45)")
-    p.add_argument("--output", required=True, help="output folder of the drawn images and detections.json")
-    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("--output", required=True,
+                   help="output folder of the drawn images (<stem>.png) and detections.json; never one of the inputs")
+    p.add_argument("--data", metavar="KIND:PATH",
+                   help="the dataset the images come from (" + DATA_HELP + "): detections.json then uses its "
+                        "category and image ids, as `eval det --predictions` reads them (see below)")
+    p.add_argument("--split", default="val", help="the split of --data (default: val)")
+    p.add_argument("images", nargs="+", help=IMAGES_HELP)
     p.set_defaults(func=cmd_predict, conf_thresh=0.25)

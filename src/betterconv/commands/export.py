@@ -11,18 +11,31 @@ from ..deploy import calibration_images, export_ncnn, export_onnx, export_torchs
 from ..deploy.checks import temporary_path
 from ..errors import BetterConvError, first_line
 from ..weights import create_model, weights_preprocessing
-from ._common import add_arg_option, add_trusted_option, parse_model_args
+from ._common import add_arg_option, add_trusted_option, parse_model_args, refuse_overwriting
 
 FORMATS = ("onnx", "torchscript", "ncnn")
 _TORCHSCRIPT_SUFFIXES = (".pt", ".pth", ".ts", ".torchscript", ".jit")
 
 
-def _output_format(args: argparse.Namespace, output: Path) -> str:
-    if args.format:
-        return args.format
-    if output.suffix.lower() == ".param":
-        return "ncnn"
-    return "torchscript" if output.suffix.lower() in _TORCHSCRIPT_SUFFIXES else "onnx"
+SUFFIXES = {"onnx": (".onnx",), "torchscript": _TORCHSCRIPT_SUFFIXES, "ncnn": (".param",)}
+
+
+def _output_format(args: argparse.Namespace, output: Path) -> str | None:
+    """`--format`, else the one the output's suffix names (None when it names none)."""
+    suffix = output.suffix.lower()
+    return args.format or next((fmt for fmt, suffixes in SUFFIXES.items() if suffix in suffixes), None)
+
+
+def _check_output_suffix(fmt: str | None, output: Path) -> None:
+    """The output's suffix must be its format's: a file named .tflite or .safetensors that holds an ONNX graph
+    misleads whoever opens it (and may replace the weights it was made from)."""
+    if fmt is None:
+        raise BetterConvError(f"--output {output}: cannot tell the format from "
+                              + (f"the suffix {output.suffix}" if output.suffix else "a name without a suffix")
+                              + "; name it .onnx (ONNX), .pt or .ts (TorchScript) or .param (ncnn)")
+    if output.suffix.lower() not in SUFFIXES[fmt]:
+        raise BetterConvError(f"--output {output}: a {fmt} file ends in {' or '.join(SUFFIXES[fmt])}"
+                              + (f", not {output.suffix}" if output.suffix else ""))
 
 
 def cmd_export(args: argparse.Namespace) -> None:
@@ -33,15 +46,18 @@ def cmd_export(args: argparse.Namespace) -> None:
         raise BetterConvError(f"--output {output} is a folder; give a file name")
     if fmt == "ncnn" and output.suffix.lower() == ".bin":
         raise BetterConvError(f"--output {output}: name the ncnn graph (.param); its weights go beside it as .bin")
-    if args.int8 and fmt != "onnx":
+    if args.int8 and fmt not in ("onnx", None):
         raise BetterConvError("--int8 quantises ONNX graphs only; use --format onnx")
     if args.int8 and not args.calib:
         raise BetterConvError("--int8 needs calibration images: --calib FOLDER (or a glob pattern or list file)")
     if args.calib and not args.int8:
         raise BetterConvError("--calib is for --int8 only")
+    _check_output_suffix(fmt, output)
     calib = image_files(args.calib, args.calib_limit, option="--calib") if args.int8 else []
     if args.weights and not Path(args.weights).is_file():
         raise BetterConvError(f"{args.weights}: no such file")
+    written = [output] + ([output.with_suffix(".bin")] if fmt == "ncnn" else [])
+    refuse_overwriting(written, [args.weights, *calib])
 
     kwargs = parse_model_args(args.arg)
     try:
@@ -94,8 +110,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model", help="registered model name (see `betterconv list`)")
     p.add_argument("--weights", help="weights: betterconv .safetensors, torchvision .pth, darknet .weights, .tflite")
     p.add_argument("--format", choices=FORMATS,
-                   help="default: from the output's suffix (.pt/.ts: torchscript, .param: ncnn), else onnx")
-    p.add_argument("--output", "-o", required=True, help="output file (written atomically)")
+                   help="default: the output's suffix (.onnx: onnx, .pt/.ts: torchscript, .param: ncnn); the suffix "
+                        "must match the format")
+    p.add_argument("--output", "-o", required=True,
+                   help="output file (written atomically): .onnx, .pt/.ts (TorchScript) or .param (ncnn, with its "
+                        ".bin beside it); never one of the inputs")
     p.add_argument("--input-size", nargs=2, type=int, metavar=("H", "W"),
                    help="default: the weights' recorded input size, else the paper's")
     p.add_argument("--int8", action="store_true", help="static int8 quantisation (ONNX QDQ), needs --calib")

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 from pathlib import Path
 
@@ -13,8 +14,20 @@ from ..weights import create_model
 from ._common import add_arg_option, parse_model_args
 
 
+def list_pattern(pattern: str | None) -> str | None:
+    """`list`'s filter as a shell-style pattern: one with wildcards as given, a bare word as a substring match
+    (`yolo` -> `*yolo*`), case-insensitively (model names are lower case)."""
+    if not pattern:
+        return None
+    pattern = pattern.lower()
+    return pattern if glob.has_magic(pattern) else f"*{glob.escape(pattern)}*"
+
+
 def cmd_list(args: argparse.Namespace) -> None:
-    for name in list_models(args.pattern):
+    names = list_models(list_pattern(args.pattern))
+    if args.pattern and not names:
+        raise BetterConvError(f"no registered model matches {args.pattern!r}; `betterconv list` shows them all")
+    for name in names:
         defaults = ", ".join(f"{k}={v!r}" for k, v in model_arguments(name).items())
         print(f"{name:28s} {defaults}")
 
@@ -38,7 +51,8 @@ def cmd_zoo(args: argparse.Namespace) -> None:
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     """Register `list`, `profile` and `zoo` on the top-level sub-command parsers."""
     p = sub.add_parser("list", help="list the registered models and their keyword arguments")
-    p.add_argument("pattern", nargs="?", help="shell-style filter, e.g. 'deeplab*'")
+    p.add_argument("pattern", nargs="?",
+                   help="a word the names contain (yolo) or a shell-style pattern ('deeplab*', quoted)")
     p.set_defaults(func=cmd_list)
 
     p = sub.add_parser("profile", help="parameters, MACs, output stride, receptive field and memory of a model")

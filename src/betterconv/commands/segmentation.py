@@ -9,21 +9,24 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..analysis.heatmap import to_tensor
 from ..data.segmentation import segmentation_dataset
 from ..data.transforms import eval_transform, train_transform
-from ..engine import Trainer, TrainConfig
+from ..engine import Trainer, TrainConfig, prepare_output
 from ..data.images import open_image
 from ..errors import BetterConvError
 from ..models.info import IMAGENET_MEAN, IMAGENET_STD
 from ..tasks.segmentation import (evaluate_prediction_files, evaluate_segmentation, median_frequency_weights,
                                   predict_probabilities, recipe_for, segmentation_loss, write_prediction)
 from ..weights import backbone_classifier, backbone_keywords, create_model, save_weights, weights_preprocessing
-from ._common import (add_data_arguments, add_model_arguments, add_run_arguments, add_train_arguments,
-                      device_for, init_from, load_backbone,
-                      load_model, parse_floats, parse_model_args, report_skipped)
+from ._common import (TRAIN_NUMBERS, add_data_arguments, add_model_arguments, add_run_arguments,
+                      add_train_arguments, device_for, init_from, load_backbone,
+                      load_model, non_negative_float, parse_floats, parse_model_args, report_skipped)
+from ._common import (IMAGES_HELP, distinct_stems, input_images, output_folder, refuse_overwriting,
+                      tensorflow_weights)
 
 
 def build_model(args: argparse.Namespace, num_classes: int) -> nn.Module:
@@ -42,6 +45,7 @@ def build_model(args: argparse.Namespace, num_classes: int) -> nn.Module:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    prepare_output(args.output, args.resume, args.overwrite)
     recipe = recipe_for(args.model)
     fields = ("optimizer", "lr", "momentum", "weight_decay", "schedule", "batch_size", "crop_size", "epochs",
               "aux_weight")
@@ -80,7 +84,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     loss_fn = functools.partial(segmentation_loss, class_weights=weights, aux_weight=recipe.aux_weight)
     trainer = Trainer(model, train_set, loss_fn, config, evaluate_fn=evaluate, best_metric="val_miou",
                       device=device)
-    if args.resume and trainer.resume():
+    if args.resume and trainer.resume(trusted=args.trusted):
         print(f"resuming from {Path(args.output) / 'last.pt'} at epoch {trainer.start_epoch + 1}")
     trainer.fit()
     if trainer.dist.is_main:
@@ -102,39 +106,109 @@ def _load_for_eval(args: argparse.Namespace) -> nn.Module:
     return load_model(args, **({"output_stride": args.output_stride} if args.output_stride else {}))
 
 
+class FixedInputSize(nn.Module):
+    """A segmentation model run at one input size (H, W): each input is resized to it first (bilinear,
+    antialiased), as a fixed-size graph (TFLite's DeepLab: 513x513) sees every image; the logits come back at that
+    size and `predict_probabilities` resizes them to the image's."""
+
+    def __init__(self, model: nn.Module, size: tuple[int, int]) -> None:
+        super().__init__()
+        self.model, self.size = model, (int(size[0]), int(size[1]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if tuple(x.shape[-2:]) != self.size:
+            x = F.interpolate(x, size=self.size, mode="bilinear", align_corners=False, antialias=True)
+        return self.model(x)
+
+
+def _run_size(args: argparse.Namespace, pre: dict[str, Any]) -> tuple[int, int] | None:
+    """The (H, W) the model runs at, None for each image's own size: `--input-size` (HxW, N for NxN, or "native"),
+    else the input size recorded with TensorFlow (Lite) weights (graphs of one fixed size; `tensorflow_weights`),
+    else each image's own size (fully convolutional models trained on crops, as `train seg` writes them)."""
+    given = args.input_size
+    if given is None:
+        return (int(pre["input_size"][1]), int(pre["input_size"][2])) if tensorflow_weights(pre, args.weights) \
+            else None
+    if given.strip().lower() == "native":
+        return None
+    try:
+        sides = [int(v) for v in given.lower().replace(",", "x").split("x")]
+    except ValueError:
+        sides = []
+    if len(sides) not in (1, 2) or min(sides) < 1:
+        raise BetterConvError(f"--input-size takes HxW, N (for NxN) or 'native', got {given!r}")
+    return sides[0], sides[-1]
+
+
+def _segmenter(args: argparse.Namespace) -> tuple[nn.Module, dict[str, Any]]:
+    """The model of `--weights` (run at `_run_size`), in eval mode on `--device`, and its preprocessing."""
+    if not args.weights:
+        raise BetterConvError(f"{args.command} seg needs --weights" + (", or --predictions DIR" if
+                                                                      args.command == "eval" else ""))
+    model = _load_for_eval(args).eval()
+    pre = weights_preprocessing(args.model, args.weights)
+    size = _run_size(args, pre)
+    return (FixedInputSize(model, size) if size else model).to(device_for(args.device)), pre
+
+
+class _FirstImages:
+    """The first `count` samples of a segmentation dataset, as `evaluate_prediction_files` reads them."""
+
+    def __init__(self, dataset: Any, count: int) -> None:
+        self.dataset, self.files = dataset, dataset.files[:count]
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def load(self, index: int) -> Any:
+        return self.dataset.load(index)
+
+
 def cmd_eval(args: argparse.Namespace) -> None:
-    dataset = segmentation_dataset(args.data, args.split, transform=eval_transform(), skip_bad=args.skip_bad)
+    if args.max_images is not None and args.max_images < 1:
+        raise BetterConvError(f"--max-images must be at least 1, got {args.max_images}")
+    model = pre = None
+    if not args.predictions:
+        model, pre = _segmenter(args)
+    transform = eval_transform(pre["mean"], pre["std"]) if pre else eval_transform()
+    dataset = report_skipped(segmentation_dataset(args.data, args.split, transform=transform, skip_bad=args.skip_bad),
+                             f"{args.data} {args.split}", args.json)
+    count = min(args.max_images or len(dataset), len(dataset))
     if args.predictions:
-        result = evaluate_prediction_files(Path(args.predictions), dataset, dataset.num_classes)
+        result = evaluate_prediction_files(Path(args.predictions), _FirstImages(dataset, count), dataset.num_classes)
     else:
-        if not args.model or not args.weights:
-            raise BetterConvError("eval seg needs --model and --weights, or --predictions DIR")
-        model = _load_for_eval(args).to(device_for(args.device))
         result = evaluate_segmentation(model, dataset, dataset.num_classes, device_for(args.device),
-                                       scales=parse_floats(args.scales), flip=args.flip, max_images=args.max_images)
+                                       scales=parse_floats(args.scales), flip=args.flip, max_images=count)
     result["class_names"] = list(dataset.class_names)
+    result["num_images"] = count
     if args.json:
         print(json.dumps(result, indent=2))
         return
     print(f"mIoU {100 * result['miou']:.2f}   pixel accuracy {100 * result['pixel_acc']:.2f}   "
-          f"boundary F {100 * result['boundary_f']:.2f}   ({len(dataset)} images of {args.data} {args.split})")
+          f"boundary F {100 * result['boundary_f']:.2f}   ({count} images of {args.data} {args.split})")
     for name, iou in zip(dataset.class_names, result["per_class_iou"]):
         print(f"  {name:16s} {'-' if iou is None else f'{100 * iou:.2f}'}")
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    model = _load_for_eval(args).eval()
-    pre = weights_preprocessing(args.model, args.weights)
-    output = Path(args.output)
+    # the cheap checks first: nothing is built or written when an output would replace an input
+    images = input_images(args.images)
+    output = output_folder(args.output)
+    stems = distinct_stems(images, PREDICTION_FILES)
+    refuse_overwriting([output / pattern.format(stem) for stem in stems for pattern in PREDICTION_FILES],
+                       [*images, args.weights])
+    model, pre = _segmenter(args)
     device = device_for(args.device)
-    model.to(device)
-    for path in args.images:
-        image = open_image(path, mode="RGB")
+    for path, stem in zip(images, stems):
+        image = open_image(path, mode="RGB", exif=True)
         x = to_tensor(image, pre["mean"], pre["std"]).to(device)  # (1, 3, H, W)
         prob = predict_probabilities(model, x, parse_floats(args.scales), args.flip)
         label = prob.argmax(1)[0].cpu().numpy()
-        write_prediction(label, image, output, Path(path).stem, prob.shape[1])
-        print(f"{path} -> {output / (Path(path).stem + '.png')}")
+        write_prediction(label, image, output, stem, prob.shape[1])
+        print(f"{path} -> {output / PREDICTION_FILES[0].format(stem)}")
+
+
+PREDICTION_FILES = ("{}.png", "{}_overlay.png")  # what `write_prediction` writes for an image
 
 
 DATA_HELP = "voc:, sbd:, camvid:, coco:, coco-all: or folder: followed by the dataset root"
@@ -148,20 +222,22 @@ def add_parsers(train_sub, eval_sub, predict_sub) -> None:
     p.add_argument("--train-split", default="train", help="the split to train on (default: train)")
     p.add_argument("--val-split", default="val", help="the split to evaluate on after epochs (default: val)")
     p.add_argument("--backbone-weights", help="ImageNet classifier weights for the backbone (any format)")
-    for name, kind in (("epochs", int), ("batch-size", int), ("crop-size", int), ("lr", float),
-                       ("momentum", float), ("weight-decay", float), ("aux-weight", float)):
-        p.add_argument(f"--{name}", type=kind, help="override the recipe")
+    for name in ("epochs", "batch-size", "crop-size", "lr", "momentum", "weight-decay"):
+        p.add_argument(f"--{name}", type=TRAIN_NUMBERS[name], help="override the recipe")
+    p.add_argument("--aux-weight", type=functools.partial(non_negative_float, what="the auxiliary loss weight"),
+                   help="override the recipe")
     p.add_argument("--optimizer", choices=("sgd", "rmsprop", "adamw"), help="override the recipe")
     p.add_argument("--schedule", choices=("poly", "cosine", "constant", "exponential"),
                    help="learning-rate schedule; overrides the recipe")
     p.add_argument("--class-weights", choices=("none", "median-frequency"), default="none",
                    help="weight the loss per class (median frequency balancing, as SegNet on CamVid)")
-    p.add_argument("--eval-images", type=int, help="evaluate on the first N validation images only")
+    p.add_argument("--eval-images", type=TRAIN_NUMBERS["eval-images"],
+                   help="evaluate on the first N validation images only")
     p.add_argument("--export", choices=("best", "last"), default="best",
                    help="which weights model.safetensors holds: the best epoch on the validation split, or the last "
                         "(when the validation split is the test set, so that no choice is made on it)")
-    p.add_argument("--grad-clip", type=float, help="clip the gradients' global norm to this value")
-    p.add_argument("--warmup-steps", type=int, default=0, help="linear learning-rate warm-up")
+    p.add_argument("--grad-clip", type=TRAIN_NUMBERS["grad-clip"], help="clip the gradients' global norm to this value")
+    p.add_argument("--warmup-steps", type=TRAIN_NUMBERS["warmup-steps"], default=0, help="linear learning-rate warm-up")
     add_run_arguments(p)
     p.add_argument("--freeze-bn", action="store_true", help="keep batch-norm statistics fixed")
     p.add_argument("--channels-last", action="store_true", help="channels-last memory format (faster on CPU)")
@@ -172,6 +248,10 @@ def add_parsers(train_sub, eval_sub, predict_sub) -> None:
         p.add_argument("--output-stride", type=int, help="evaluate at another output stride (DeepLabv3: 8)")
         p.add_argument("--scales", default="1.0", help="comma-separated input scales, e.g. 0.5,0.75,1,1.25,1.5,1.75")
         p.add_argument("--flip", action="store_true", help="also average left-right flipped predictions")
+        p.add_argument("--input-size", metavar="HxW",
+                       help="run the model on each image resized to HxW (or N: NxN), its labels resized back; "
+                            "'native': at each image's own size. Default: the input size recorded with TensorFlow "
+                            "(Lite) weights, whose graphs have one fixed size; each image's own size for others")
 
     p = eval_sub.add_parser("seg", help="mIoU, pixel accuracy, per-class IoU and boundary F")
     model_arguments(p)
@@ -184,6 +264,9 @@ def add_parsers(train_sub, eval_sub, predict_sub) -> None:
 
     p = predict_sub.add_parser("seg", help="label PNG and colour overlay per image")
     model_arguments(p)
-    p.add_argument("--output", required=True, help="output folder of the label PNGs and overlays")
-    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("--output", required=True,
+                   help="output folder: <stem>.png (class indices) and <stem>_overlay.png per image; images that "
+                        "share a stem get their folder's name in front (a_x.png, b_x.png), a name still taken a "
+                        "counter (x-2.png); never one of the inputs")
+    p.add_argument("images", nargs="+", help=IMAGES_HELP)
     p.set_defaults(func=cmd_predict)

@@ -185,11 +185,13 @@ class RandomHSV(v2.Transform):
 
 
 def _labels_and_flags(inputs: Any) -> tuple[torch.Tensor, ...] | None:
-    """What SanitizeBoundingBoxes drops together with the boxes: labels, difficult (and iscrowd if present)."""
+    """What SanitizeBoundingBoxes drops together with the boxes: labels, difficult (and iscrowd, area if
+    present)."""
     target = inputs[1] if isinstance(inputs, (tuple, list)) and len(inputs) > 1 else inputs
     if not isinstance(target, dict):
         return None
-    return tuple(target[k] for k in ("labels", "difficult", "iscrowd") if isinstance(target.get(k), torch.Tensor))
+    return tuple(target[k] for k in ("labels", "difficult", "iscrowd", "area")
+                 if isinstance(target.get(k), torch.Tensor))
 
 
 class DetectionTransform(v2.Compose):

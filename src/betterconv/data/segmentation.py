@@ -19,10 +19,15 @@ Conventions shared by every dataset here:
       counts the problems; `skip_bad=True` runs it at construction and drops the bad samples from `files`, so a
       DataLoader only sees good ones, and records them in `skipped` as (path, message) pairs (the bookkeeping of
       `betterconv.data.dataset.BaseDataset`). For a file deleted after that, loading still raises.
+    * paths read from list files and COCO `file_name`s stay inside the dataset root (checked lexically, so a
+      symlink placed inside the root is followed; see `betterconv.data.dataset.path_inside`): one that leaves it is
+      refused, naming the file and line or image;
     * EXIF orientation is not applied: label files are stored in the images' raw pixel order.
 """
 from __future__ import annotations
 
+import math
+import os
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,7 +40,8 @@ from torchvision.transforms.v2.functional import pil_to_tensor
 
 from ..errors import BetterConvError, first_line
 from .class_names import VOC_SEGMENTATION_CLASSES
-from .dataset import BaseDataset, check_samples, first_existing, read_coco_instances, read_lines
+from .dataset import (BaseDataset, check_samples, file_kind, first_existing, numbered_lines, path_inside,
+                      read_coco_instances, read_lines)
 from .images import IMAGE_EXTENSIONS, BadSampleError, is_image_file, open_image
 
 __all__ = ["BadSampleError", "CAMVID_CLASSES", "CAMVID_VOID", "COCO_TO_VOC", "COCOSegmentation", "CamVid",
@@ -71,9 +77,10 @@ class SegmentationDataset(BaseDataset):
     void_labels: tuple[int, ...] = ()  # raw label values that mean "ignore", remapped to IGNORE_INDEX
 
     def __init__(self, files: Sequence[tuple[Path, Path]], class_names: Sequence[str],
-                 transform: Transform | None = None, skip_bad: bool = False, source: str | Path = "") -> None:
+                 transform: Transform | None = None, skip_bad: bool = False, source: str | Path = "",
+                 errors: Sequence[BadSampleError] = ()) -> None:
         self.files = [(Path(image), Path(label)) for image, label in files]
-        super().__init__(class_names, transform, skip_bad, source)
+        super().__init__(class_names, transform, skip_bad, source, errors)
 
     def __len__(self) -> int:
         return len(self.files)
@@ -115,8 +122,9 @@ class SegmentationDataset(BaseDataset):
         self.files = [self.files[i] for i in indices]
 
 
-def _read_list(path: Path) -> list[list[str]]:
-    return [line.split() for line in read_lines(path, "list file")]
+def _read_list(path: Path) -> list[tuple[int, list[str]]]:
+    """The fields of each line of a list file, with the line's number."""
+    return [(number, line.split()) for number, line in numbered_lines(path, "list file")]
 
 
 def _voc_root(root: Path) -> Path:
@@ -129,13 +137,18 @@ def _voc_root(root: Path) -> Path:
                           f"{root / 'VOCdevkit' / 'VOC2012'}")
 
 
-def _pair_from_list(root: Path, fields: list[str], label_dir: str, list_path: Path) -> tuple[Path, Path]:
+def _pair_from_list(root: Path, number: int, fields: list[str], label_dir: str, list_path: Path) -> tuple[Path, Path]:
+    """The (image, label) pair of a VOC / SBD list line: an id, or two paths relative to the VOC2012 folder (a
+    leading "/" included); both must stay inside it (see `path_inside`)."""
     if len(fields) == 1:
-        return root / "JPEGImages" / f"{fields[0]}.jpg", root / label_dir / f"{fields[0]}.png"
-    if len(fields) == 2:
-        return root / fields[0].lstrip("/"), root / fields[1].lstrip("/")
-    raise BetterConvError(f"list file {list_path}: expected an id or an 'image label' pair per line, got "
-                          f"{' '.join(fields)!r}")
+        pair = (f"JPEGImages/{fields[0]}.jpg", f"{label_dir}/{fields[0]}.png")
+    elif len(fields) == 2:
+        pair = (fields[0].lstrip("/"), fields[1].lstrip("/"))
+    else:
+        raise BetterConvError(f"list file {list_path}:{number}: expected an id or an 'image label' pair per line, "
+                              f"got {' '.join(fields)!r}")
+    image, label = (path_inside(root, name, list_path, number) for name in pair)
+    return image, label
 
 
 class VOCSegmentation(SegmentationDataset):
@@ -146,7 +159,7 @@ class VOCSegmentation(SegmentationDataset):
                  skip_bad: bool = False) -> None:
         root = _voc_root(Path(root))
         list_path = first_existing([root / "ImageSets" / "Segmentation" / f"{split}.txt"], f"VOC {split} list")
-        files = [_pair_from_list(root, f, "SegmentationClass", list_path) for f in _read_list(list_path)]
+        files = [_pair_from_list(root, n, f, "SegmentationClass", list_path) for n, f in _read_list(list_path)]
         self.root = root
         super().__init__(files, VOC_SEGMENTATION_CLASSES, transform, skip_bad, list_path)
 
@@ -166,14 +179,15 @@ class SBDSegmentation(SegmentationDataset):
         folders = (root, root / "ImageSets" / "SegmentationAug", root / "ImageSets" / "Segmentation")
         list_path = first_existing([folder / f"{name}.txt" for name in names for folder in folders],
                                    f"SBD {split} list")
-        files = [_pair_from_list(root, f, "SegmentationClassAug", list_path) for f in _read_list(list_path)]
+        files = [_pair_from_list(root, n, f, "SegmentationClassAug", list_path) for n, f in _read_list(list_path)]
         self.root = root
         super().__init__(files, VOC_SEGMENTATION_CLASSES, transform, skip_bad, list_path)
 
 
 class CamVid(SegmentationDataset):
     """CamVid, SegNet's 11-class version: `{split}.txt` lists `image label` paths relative to the root (absolute
-    paths of SegNet's original lists are resolved by their last two components). Void (11) becomes 255."""
+    paths of SegNet's original lists are resolved by their last two components); a path that leaves the root is
+    refused, naming the list's line. Void (11) becomes 255."""
 
     void_labels = (CAMVID_VOID,)
 
@@ -182,27 +196,30 @@ class CamVid(SegmentationDataset):
         root = Path(root).expanduser()
         list_path = first_existing([root / f"{split}.txt"], f"CamVid {split} list")
         files = []
-        for fields in _read_list(list_path):
+        for number, fields in _read_list(list_path):
             if len(fields) != 2:
-                raise BetterConvError(f"list file {list_path}: expected 'image label' per line, got "
+                raise BetterConvError(f"list file {list_path}:{number}: expected 'image label' per line, got "
                                       f"{' '.join(fields)!r}")
-            files.append(tuple(self._resolve(root, f) for f in fields))
+            files.append(tuple(self._resolve(root, f, list_path, number) for f in fields))
         self.root = root
         super().__init__(files, CAMVID_CLASSES, transform, skip_bad, list_path)
 
     @staticmethod
-    def _resolve(root: Path, name: str) -> Path:
-        path = root / name.lstrip("/")
-        if not path.exists() and len(Path(name).parts) > 2:
-            tail = root.joinpath(*Path(name).parts[-2:])
-            if tail.exists():
+    def _resolve(root: Path, name: str, list_path: Path, number: int) -> Path:
+        """A list entry relative to the root (a leading "/" included), else its last two components (SegNet's
+        original lists hold absolute paths of its authors' machine); both stay inside the root (`path_inside`)."""
+        path = path_inside(root, name.lstrip("/"), list_path, number)
+        if file_kind(path) is None and len(Path(name).parts) > 2:
+            tail = path_inside(root, os.path.join(*Path(name).parts[-2:]), list_path, number)
+            if file_kind(tail) is not None:
                 return tail
         return path
 
 
 def _rle_counts(counts: str | list[int]) -> list[int]:
     """Run lengths of a COCO RLE. A string is pycocotools' compressed form: each count in 5-bit groups (+48, bit 6
-    = more groups follow, sign-extended), from the fourth count on as the difference to the count two before."""
+    = more groups follow, sign-extended), from the fourth count on as the difference to the count two before.
+    A malformed string (a count of more than 12 groups, or cut inside one) is a ValueError."""
     if not isinstance(counts, str):
         return list(counts)
     out: list[int] = []
@@ -210,6 +227,8 @@ def _rle_counts(counts: str | list[int]) -> list[int]:
     while pos < len(counts):
         value, shift, more = 0, 0, True
         while more:
+            if pos == len(counts) or shift > 55:  # 12 groups hold any count of a 2**60-pixel image
+                raise ValueError("malformed compressed RLE counts")
             c = ord(counts[pos]) - 48
             value |= (c & 0x1F) << shift
             more = bool(c & 0x20)
@@ -225,12 +244,16 @@ def _rle_counts(counts: str | list[int]) -> list[int]:
 
 def decode_rle(segmentation: dict, height: int, width: int) -> np.ndarray:
     """A COCO RLE ({"size": [h, w], "counts": ...}, column-major runs starting with zeros) as a bool (H, W) mask."""
+    if "size" not in segmentation or "counts" not in segmentation:
+        raise ValueError("an RLE object needs size and counts")
     h, w = segmentation["size"]
     if (h, w) != (height, width):
         raise ValueError(f"RLE size {w}x{h} differs from the image's {width}x{height}")
     flat = np.zeros(h * w, dtype=bool)
     pos = 0
     for i, run in enumerate(_rle_counts(segmentation["counts"])):
+        if type(run) is not int or run < 0:
+            raise ValueError(f"RLE run {run!r:.20} is not a count of pixels")
         if i % 2:
             flat[pos:pos + run] = True
         pos += run
@@ -245,7 +268,9 @@ def coco_semantic_mask(annotations: Iterable[dict], height: int, width: int, lab
 
     `labels` maps category ids to labels; other categories are left as background (0). Annotations are drawn
     largest area first, so smaller objects stay visible on top of the ones they overlap; crowd regions are drawn
-    with `ignore_index` in the same order. Polygons are filled with PIL (boundary pixels included).
+    with `ignore_index` in the same order. Polygons are filled with PIL (boundary pixels included); polygons of
+    fewer than three points are skipped. A segmentation that is neither an RLE object nor a list of polygons (lists
+    of finite numbers) is a ValueError.
     """
     canvas = Image.new("L", (width, height), 0)
     draw = ImageDraw.Draw(canvas)
@@ -256,10 +281,15 @@ def coco_semantic_mask(annotations: Iterable[dict], height: int, width: int, lab
         if isinstance(segmentation, dict):
             region = Image.fromarray(decode_rle(segmentation, height, width).astype(np.uint8) * 255)
             canvas.paste(value, (0, 0), region)
-        else:
+        elif isinstance(segmentation, list):
             for polygon in segmentation:
+                if not (isinstance(polygon, list) and
+                        all(type(v) in (int, float) and math.isfinite(v) for v in polygon)):
+                    raise ValueError(f"polygon {polygon!r:.40} is not a list of finite numbers")
                 if len(polygon) >= 6:
                     draw.polygon(list(zip(polygon[0::2], polygon[1::2])), fill=value)
+        else:
+            raise ValueError(f"segmentation {segmentation!r:.40} is neither an RLE object nor a list of polygons")
     return np.asarray(canvas, dtype=np.int64)
 
 
@@ -277,11 +307,17 @@ class COCOSegmentation(SegmentationDataset):
         root = Path(root).expanduser()
         coco = read_coco_instances(root, split)
         json_path, names = coco.json_path, dict(coco.categories)
-        self.images, self.annotations = coco.images, coco.annotations
-        try:
-            files = [(coco.image_dir / im["file_name"], json_path) for im in self.images]
-        except (KeyError, TypeError) as e:
-            raise BetterConvError(f"cannot read COCO annotations {json_path}: {first_line(e)}") from None
+        self.annotations = coco.annotations
+        self.images, self.sizes, files, errors = [], [], [], []  # entries with a usable file name and size
+        for info in coco.images:
+            try:
+                image, size = coco.image_path(info), coco.image_size(info)
+            except BadSampleError as e:
+                errors.append(e)
+                continue
+            self.images.append(info)
+            self.sizes.append(size)
+            files.append((image, json_path))
         if categories == "voc":
             class_names = VOC_SEGMENTATION_CLASSES
             self.labels = {cid: class_names.index(COCO_TO_VOC.get(name, name)) for cid, name in names.items()
@@ -292,15 +328,16 @@ class COCOSegmentation(SegmentationDataset):
         else:
             raise BetterConvError(f"COCO categories must be 'voc' or 'all', got {categories!r}")
         self.json_path, self.root, self.category_ids = json_path, root, set(names)
-        super().__init__(files, class_names, transform, skip_bad, json_path)
+        super().__init__(files, class_names, transform, skip_bad, json_path, errors)
 
     def _keep(self, indices: list[int]) -> None:
         super()._keep(indices)
         self.images = [self.images[i] for i in indices]
+        self.sizes = [self.sizes[i] for i in indices]
 
     def read_label(self, index: int, image_size: tuple[int, int]) -> np.ndarray:
         info = self.images[index]
-        width, height = info["width"], info["height"]
+        width, height = self.sizes[index]
         if image_size != (width, height):
             path = self.files[index][0]
             raise BadSampleError("size_mismatch", path, f"image {path} is {image_size[0]}x{image_size[1]} but "
@@ -313,7 +350,7 @@ class COCOSegmentation(SegmentationDataset):
                                  f"{sorted(unknown)}")
         try:
             return coco_semantic_mask(anns, height, width, self.labels)
-        except (ValueError, KeyError, TypeError, IndexError) as e:
+        except (ValueError, KeyError, TypeError, IndexError, OverflowError) as e:
             raise BadSampleError("bad_label", self.json_path,
                                  f"{self.json_path}: bad annotation of image {info['file_name']}: {first_line(e)}") \
                 from None

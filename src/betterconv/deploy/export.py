@@ -113,12 +113,15 @@ def onnx_session(path: str | Path | bytes) -> Any:
     return ort.InferenceSession(source, sess_options=opts, providers=["CPUExecutionProvider"])
 
 
-def run_onnx(session_or_path: Any, x: np.ndarray | torch.Tensor) -> np.ndarray:
-    """Run a one-input ONNX model (a session or a path) on `x`; returns its first output."""
+def run_onnx(session_or_path: Any, x: np.ndarray | torch.Tensor, all_outputs: bool = False
+             ) -> np.ndarray | list[np.ndarray]:
+    """Run a one-input ONNX model (a session or a path) on `x`; returns its first output (every output, in the
+    graph's order, with `all_outputs`)."""
     session = session_or_path if hasattr(session_or_path, "run") else onnx_session(session_or_path)
     arr = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
     name = session.get_inputs()[0].name
-    return session.run(None, {name: np.ascontiguousarray(arr, dtype=np.float32)})[0]
+    outputs = session.run(None, {name: np.ascontiguousarray(arr, dtype=np.float32)})
+    return outputs if all_outputs else outputs[0]
 
 
 def _add_metadata(path: Path, metadata: Mapping[str, Any]) -> None:
@@ -173,13 +176,15 @@ def export_onnx(model: nn.Module, path: str | Path, input_size: Sequence[int] = 
     norm = check_normalize(normalize, size[0])
     module = prepare_for_export(model, normalize, size[0])
     x = example_input(size, 2 if dynamic_batch else 1, norm is not None)
-    dynamic_axes = {"input": {0: "batch"}, "output": {0: "batch"}} if dynamic_batch else None
+    reference = reference_output(model, norm, x, several=True)  # one tensor per output (several prediction scales)
+    output_names = ["output"] + [f"output_{i}" for i in range(1, len(reference))]
+    dynamic_axes = {n: {0: "batch"} for n in ["input", *output_names]} if dynamic_batch else None
     with temporary_path(path) as tmp:
         try:
             with torch.no_grad(), warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # the TorchScript-based exporter's deprecation and tracer notes
                 torch.onnx.export(module, (x[:1],), str(tmp), dynamo=False, opset_version=opset,
-                                  input_names=["input"], output_names=["output"], dynamic_axes=dynamic_axes,
+                                  input_names=["input"], output_names=output_names, dynamic_axes=dynamic_axes,
                                   do_constant_folding=True)
         except BetterConvError:
             raise
@@ -189,12 +194,11 @@ def export_onnx(model: nn.Module, path: str | Path, input_size: Sequence[int] = 
         _add_metadata(tmp, _onnx_metadata(model, size, norm, metadata))
         diff = None
         if verify:
-            reference = reference_output(model, norm, x)
             try:
-                got = run_onnx(onnx_session(tmp), x)
+                got = run_onnx(onnx_session(tmp), x, all_outputs=True)
             except Exception as e:
                 raise BetterConvError(f"{path}: onnxruntime cannot run the exported graph: {first_line(e)}") from e
-            diff = check_output(path, "ONNX", got, reference, atol)
+            diff = max(check_output(path, "ONNX", g, r, atol) for g, r in zip(got, reference, strict=True))
         os.replace(tmp, path)
     return diff
 

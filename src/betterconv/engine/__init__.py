@@ -1,4 +1,4 @@
 """The one trainer shared by segmentation, detection and classification."""
-from .trainer import Trainer, TrainConfig
+from .trainer import RUN_FILES, Trainer, TrainConfig, first_non_finite, prepare_output
 
-__all__ = ["Trainer", "TrainConfig"]
+__all__ = ["RUN_FILES", "Trainer", "TrainConfig", "first_non_finite", "prepare_output"]

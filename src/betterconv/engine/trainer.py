@@ -11,7 +11,10 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
+import pickle
 import random
+import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -25,12 +28,16 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
-from ..files import write_atomic
+from ..files import remove_stale_temporaries, write_atomic
 from ..errors import BetterConvError, first_line
 from .distributed import DistInfo, all_reduce_mean, barrier, init_distributed, shutdown
 
 SCHEDULES = ("poly", "cosine", "constant", "exponential", "step")
 OPTIMIZERS = ("sgd", "rmsprop", "adamw")
+RUN_FILES = ("last.pt", "best.pt", "history.json", "model.safetensors")  # what a run leaves in its output folder
+# the settings a resumed run must share with its checkpoint (`epochs` may grow: the schedule is rebuilt)
+RESUME_SETTINGS = ("batch_size", "lr", "optimizer", "momentum", "weight_decay", "rmsprop_decay", "schedule",
+                   "poly_power", "lr_decay", "milestones", "warmup_steps", "grad_clip", "seed")
 
 
 @dataclass
@@ -63,12 +70,23 @@ class TrainConfig:
             raise BetterConvError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
         if self.schedule not in SCHEDULES:
             raise BetterConvError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0:
-            raise BetterConvError("epochs, batch size and learning rate must be positive")
+        if self.epochs < 1 or self.batch_size < 1 or not (math.isfinite(self.lr) and self.lr > 0):
+            raise BetterConvError("epochs, batch size and learning rate must be positive (and the rate finite), got "
+                                  f"{self.epochs}, {self.batch_size}, {self.lr}")
         if self.warmup_steps < 0:
             raise BetterConvError(f"warm-up steps must be >= 0, got {self.warmup_steps}")
-        if self.grad_clip is not None and self.grad_clip <= 0:
-            raise BetterConvError(f"the gradient clipping norm must be positive, got {self.grad_clip}")
+        if self.grad_clip is not None and not (math.isfinite(self.grad_clip) and self.grad_clip > 0):
+            raise BetterConvError(f"the gradient clipping norm must be positive and finite, got {self.grad_clip}")
+        if not 0 <= self.momentum < 1:
+            raise BetterConvError(f"momentum must be in [0, 1), got {self.momentum}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise BetterConvError(f"weight decay must be >= 0 and finite, got {self.weight_decay}")
+        if self.eval_every < 1:
+            raise BetterConvError(f"evaluating every {self.eval_every} epochs: it must be at least 1")
+        if self.max_steps_per_epoch is not None and self.max_steps_per_epoch < 1:
+            raise BetterConvError(f"max steps per epoch must be >= 1, got {self.max_steps_per_epoch}")
+        if self.workers < 0:
+            raise BetterConvError(f"data-loading workers must be >= 0, got {self.workers}")
 
 
 def _seed_everything(seed: int) -> None:
@@ -105,6 +123,58 @@ def make_schedule(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_p
         return warm
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def prepare_output(output: str | Path, resume: bool, overwrite: bool) -> None:
+    """Check a `train` command's output folder before anything is loaded or written, then remove the temporary
+    files that a killed write left there (on the main process).
+
+    A folder that holds a run (any of `RUN_FILES`) is continued with `resume` or replaced with `overwrite` (the old
+    files stay until the new run writes its first checkpoint), never silently; `resume` needs OUTPUT/last.pt."""
+    output = Path(output)
+    if resume and overwrite:
+        raise BetterConvError("--resume continues the run in the output folder and --overwrite replaces it: give one")
+    if output.exists() and not output.is_dir():
+        raise BetterConvError(f"{output}: exists and is not a folder")
+    found = [name for name in RUN_FILES if (output / name).exists()]
+    if resume and "last.pt" not in found:
+        raise BetterConvError(f"--resume: {output / 'last.pt'} does not exist, nothing to resume from"
+                              + (f" (the folder holds {', '.join(found)})" if found else ""))
+    if found and not resume and not overwrite:
+        raise BetterConvError(f"{output} already holds a run ({', '.join(found)}): add --resume to continue it or "
+                              "--overwrite to replace it")
+    if int(os.environ.get("RANK", "0")) == 0:
+        for path in remove_stale_temporaries(output):
+            print(f"removed {path}, left by an interrupted write", file=sys.stderr)
+
+
+def first_non_finite(tensors: Mapping[str, Any]) -> str | None:
+    """The name of the first floating-point tensor of `tensors` (a state dict) holding a NaN or an infinity, with
+    what it holds ("0.weight (nan)"); None when all are finite."""
+    for name, value in tensors.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            return f"{name} ({'nan' if bool(torch.isnan(value).any()) else 'inf'})"
+    return None
+
+
+def _plain(value: Any) -> Any:
+    """`value` with tuples as lists, to compare what a checkpoint recorded with what is asked now."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def _shown(value: Any) -> str:
+    text = repr(value) if isinstance(value, str) else json.dumps(_plain(value), default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _setting_name(key: str) -> str:
+    return {"model_kwargs": "--arg (model keywords)", "class_names": "class names", "task": "task",
+            "recipe": "recipe", "steps_per_epoch": "steps per epoch (data size or --max-steps-per-epoch)",
+            "ema_decay": "--ema/--ema-decay"}.get(key, "--" + key.replace("_", "-"))
 
 
 def _freeze_batch_norm(model: nn.Module) -> None:
@@ -160,6 +230,7 @@ class Trainer:
         self.optimizer = make_optimizer(self.model, config)
         self.schedule = make_schedule(self.optimizer, config, self.steps_per_epoch)
         self.start_epoch, self.history, self.best = 0, [], None
+        self.resumed = False
         self.ddp = (DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda"
                                             else None) if self.dist.enabled else self.model)
 
@@ -167,7 +238,7 @@ class Trainer:
     def _checkpoint(self, epoch: int) -> dict[str, Any]:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "lr_scheduler": self.schedule.state_dict(), "epoch": epoch, "args": asdict(self.config),
-                "history": self.history, "best": self.best,
+                "steps_per_epoch": self.steps_per_epoch, "history": self.history, "best": self.best,
                 **({"extra_state": {k: v.state_dict() for k, v in self.extra_state.items()}}
                    if self.extra_state else {})}
 
@@ -176,22 +247,103 @@ class Trainer:
         torch.save(checkpoint, buf)
         write_atomic(self.output / name, buf.getvalue())
 
-    def resume(self, path: str | Path | None = None) -> bool:
-        """Continue from `path` (default: the output folder's last.pt). Returns whether a checkpoint was found."""
+    def check_finite(self, when: str) -> None:
+        """Refuse to save weights that hold a NaN or an infinity: a `BetterConvError` naming the first such tensor
+        of the model (parameters and buffers) or of `extra_state`; the checkpoints already written stay."""
+        named = dict(self.model.state_dict())
+        for key, value in self.extra_state.items():
+            named.update({f"{key}.{k}": v for k, v in value.state_dict().items()})
+        bad = first_non_finite(named)
+        if bad is not None:
+            raise BetterConvError(f"the weights are not finite {when}: {bad}; nothing was saved (the checkpoints "
+                                  f"in {self.output} are those of the last good epoch); lower the learning rate")
+
+    def _load_checkpoint(self, path: Path, trusted: bool) -> dict[str, Any]:
+        try:
+            ckpt = torch.load(path, map_location=self.device, weights_only=not trusted)
+        except pickle.UnpicklingError:
+            raise BetterConvError(f"{path}: cannot resume from this checkpoint: it holds pickled objects besides "
+                                  "tensors; add --trusted to unpickle it if you trust its source") from None
+        except Exception as e:  # a truncated, empty or foreign file: zip, EOF and unpickling errors
+            raise BetterConvError(f"{path}: cannot resume from this checkpoint, it is not a readable PyTorch "
+                                  f"checkpoint ({first_line(e, 120)})") from None
+        missing = [k for k in ("model", "optimizer", "lr_scheduler", "epoch") if not isinstance(ckpt, dict)
+                   or k not in ckpt]
+        if missing:
+            raise BetterConvError(f"{path}: cannot resume from this checkpoint, it is not a training checkpoint "
+                                  f"(no {', '.join(missing)})")
+        return ckpt
+
+    def _check_settings(self, path: Path, ckpt: dict[str, Any]) -> None:
+        """The settings a resumed run changes, except `epochs`, are refused in one line listing them."""
+        old = ckpt.get("args") if isinstance(ckpt.get("args"), dict) else {}
+        new = asdict(self.config)
+        pairs = [(k, old.get(k), new[k]) for k in RESUME_SETTINGS if k in old]
+        old_extra, new_extra = old.get("extra") or {}, new["extra"]
+        pairs += [(k, old_extra[k], new_extra[k]) for k in new_extra if k in old_extra]
+        if "steps_per_epoch" in ckpt:
+            pairs.append(("steps_per_epoch", ckpt["steps_per_epoch"], self.steps_per_epoch))
+        changed = [f"{_setting_name(k)} {_shown(a)} -> {_shown(b)}" for k, a, b in pairs if _plain(a) != _plain(b)]
+        if changed:
+            raise BetterConvError(f"{path} was trained with other settings: {'; '.join(changed)}; resume with "
+                                  "the same ones, or start a new run (--overwrite or another --output)")
+        done = int(ckpt["epoch"]) + 1
+        if self.config.epochs < done:
+            raise BetterConvError(f"--epochs {self.config.epochs} is fewer than the {done} epochs {path} has "
+                                  "already trained")
+
+    def _load_model_state(self, path: Path, state: Mapping[str, Any]) -> None:
+        own = self.model.state_dict()
+        missing = [k for k in own if k not in state]
+        unexpected = [k for k in state if k not in own]
+        reshaped = [k for k in own if k in state and tuple(own[k].shape) != tuple(getattr(state[k], "shape", ()))]
+        if missing or unexpected or reshaped:
+            example = (missing or unexpected or reshaped)[0]
+            raise BetterConvError(f"{path}: holds the weights of another model than {type(self.model).__name__} "
+                                  f"({len(missing)} missing, {len(unexpected)} unexpected, {len(reshaped)} of "
+                                  f"another shape, e.g. {example!r})")
+        self.model.load_state_dict(state)
+
+    def _extend_schedule(self, path: Path, old_epochs: int, done: int) -> None:
+        """The schedule is the one of a run of `config.epochs` epochs (poly and cosine over the new length, step
+        milestones and exponential decay as they were), at the step the checkpoint reached."""
+        step = self.schedule.last_epoch
+        for group, base, factor in zip(self.optimizer.param_groups, self.schedule.base_lrs,
+                                       self.schedule.lr_lambdas):
+            group["lr"] = base * factor(step)
+        if self.dist.is_main:
+            how = (f"the {self.config.schedule} schedule now runs over {self.config.epochs} epochs"
+                   if self.config.schedule in ("poly", "cosine") else f"the {self.config.schedule} schedule goes on")
+            print(f"{path}: --epochs {self.config.epochs} instead of {old_epochs}: {how}; epoch {done + 1} starts at "
+                  f"lr {self.optimizer.param_groups[0]['lr']:.4g}", file=sys.stderr)
+
+    def resume(self, path: str | Path | None = None, trusted: bool = False) -> bool:
+        """Continue from `path` (default: the output folder's last.pt). Returns whether a checkpoint was found.
+
+        The checkpoint must have been trained with the same settings (`RESUME_SETTINGS`, the task's recorded
+        arguments, the steps per epoch); more `epochs` than it had extend the learning-rate schedule to the new
+        length, fewer than it has done are refused. `trusted` unpickles a checkpoint that holds more than
+        tensors."""
         path = Path(path) if path else self.output / "last.pt"
         if not path.is_file():
             return False
+        ckpt = self._load_checkpoint(path, trusted)
+        self._check_settings(path, ckpt)
+        self._load_model_state(path, ckpt["model"])
         try:
-            ckpt = torch.load(path, map_location=self.device, weights_only=True)
-            self.model.load_state_dict(ckpt["model"])
             self.optimizer.load_state_dict(ckpt["optimizer"])
             self.schedule.load_state_dict(ckpt["lr_scheduler"])
             for key, value in ckpt.get("extra_state", {}).items():
                 if key in self.extra_state:
                     self.extra_state[key].load_state_dict(value)
-        except (RuntimeError, KeyError, ValueError, OSError) as e:
+        except (RuntimeError, KeyError, ValueError, TypeError, AttributeError) as e:
             raise BetterConvError(f"{path}: cannot resume from this checkpoint ({first_line(e, 160)})") from None
-        self.start_epoch, self.history, self.best = ckpt["epoch"] + 1, list(ckpt["history"]), ckpt["best"]
+        done = int(ckpt["epoch"]) + 1
+        old_epochs = (ckpt.get("args") or {}).get("epochs")
+        if old_epochs is not None and old_epochs != self.config.epochs:
+            self._extend_schedule(path, old_epochs, done)
+        self.start_epoch, self.history, self.best = done, list(ckpt.get("history", [])), ckpt.get("best")
+        self.resumed = True
         return True
 
     # --- training ------------------------------------------------------------------------------------------
@@ -257,6 +409,7 @@ class Trainer:
                 record: dict[str, Any] = {"epoch": epoch + 1, "train_loss": loss,
                                           "lr": self.optimizer.param_groups[0]["lr"],
                                           "seconds": round(time.perf_counter() - started, 2)}
+                self.check_finite(f"after epoch {epoch + 1}")  # the same weights on every process
                 if self.dist.is_main:
                     last = epoch + 1 == cfg.epochs
                     if self.evaluate_fn is not None and ((epoch + 1) % cfg.eval_every == 0 or last):
@@ -271,6 +424,10 @@ class Trainer:
                         self.best = record[self.best_metric]
                     checkpoint = self._checkpoint(epoch)
                     self._save("last.pt", checkpoint)
+                    if not self.resumed and epoch == self.start_epoch:  # a new run: the files of an old one go
+                        for name in RUN_FILES:
+                            if name not in ("last.pt", "history.json") and not (improved and name == "best.pt"):
+                                (self.output / name).unlink(missing_ok=True)
                     if improved:
                         self._save("best.pt", checkpoint)
                     write_atomic(self.output / "history.json", json.dumps(self.history, indent=2).encode())

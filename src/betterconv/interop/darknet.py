@@ -5,8 +5,9 @@ ignored, lines starting with ``#`` or ``;`` are comments, the first value of a r
 uses only for training are ignored) and builds the layers that Darknet-19 and YOLOv2 use: ``[net]``,
 ``[convolutional]``, ``[maxpool]``, ``[avgpool]``, ``[route]``, ``[reorg]``, ``[softmax]`` and ``[region]``.
 A key that would change the network but is not implemented (``dilation=2``, ``stride_x``, ``tree=``, ...) is an
-error rather than something silently dropped. Every error is a one-line `BetterConvError` naming the cfg file and
-line.
+error rather than something silently dropped. So is an absurd value: every integer option lies in [its minimum,
+65536] (`MAX_OPTION`), and a network of more than 2**28 parameters (`MAX_PARAMS`, 1 GiB of float32) is refused
+before anything is allocated. Every error is a one-line `BetterConvError` naming the cfg file and line.
 
 What `DarknetModel.forward` returns:
   * a cfg ending in ``[region]`` (YOLOv2): the region layer's *input*, raw, ``(B, num * (5 + classes), H, W)`` in
@@ -21,7 +22,9 @@ are below 1000), otherwise as int32 (a 20- or a 16-byte header); then, for every
 order: biases (n), and with batch norm scales (n), rolling mean (n), rolling variance (n); then the weights
 (n * c / groups * k * k, OIHW). All little-endian float32. `load_darknet_weights` fills a `from_darknet` model or the
 native `darknet19`, `yolov2` and `yolov2_tiny` models (their convolutions in darknet order: `darknet_convolutions`);
-`save_darknet_weights` writes the same format atomically, so that a load/save round trip is byte-identical.
+`save_darknet_weights` writes the same format atomically, so that a load/save round trip is byte-identical. A file
+of the wrong size (truncated, or longer than the model) and one holding NaN or infinite values are refused with one
+line naming the file (and the tensor).
 
 Batch-norm epsilon: darknet's CPU inference normalises with ``(x - mean) / (sqrt(var) + 1e-6)``, its GPU path (the
 one the released weights were trained and evaluated with) with ``(x - mean) / sqrt(var + 1e-5)``. The models here
@@ -47,14 +50,19 @@ from ..files import write_atomic
 from ..errors import BetterConvError
 from ..layers import ConvNormAct, DarknetLeakyReLU, InplaceReLU, Reorg
 from ..models.darknet import Darknet, DarknetMaxPool, init_darknet_weights
+from ..models import shorten
 from ..models.yolov2 import TinyYOLOv2, YOLOv2
 
 __all__ = [
-    "CfgSection", "DarknetHeader", "DarknetLayer", "DarknetModel", "DarknetRegion", "DarknetRoute",
-    "darknet_convolutions", "from_darknet", "load_darknet_weights", "parse_darknet_cfg", "save_darknet_weights",
+    "MAX_OPTION", "MAX_PARAMS", "CfgSection", "DarknetHeader", "DarknetLayer", "DarknetModel", "DarknetRegion",
+    "DarknetRoute", "darknet_convolutions", "from_darknet", "load_darknet_weights", "parse_darknet_cfg",
+    "save_darknet_weights",
 ]
 
 # --- cfg text -----------------------------------------------------------------------------------------------------
+
+MAX_OPTION = 1 << 16  # the largest integer option value accepted (channels, filters, size, stride, classes, ...)
+MAX_PARAMS = 1 << 28  # the most learnable parameters a cfg may describe
 
 _ALIASES = {"network": "net", "conv": "convolutional", "max": "maxpool", "avg": "avgpool", "soft": "softmax"}
 
@@ -83,13 +91,13 @@ def parse_darknet_cfg(path: str | Path) -> list[CfgSection]:
             continue
         if line[0] == "[":
             if not line.endswith("]") or len(line) < 3 or "]" in line[1:-1]:
-                raise _cfg_error(path, number, f"malformed section header {line!r}")
+                raise _cfg_error(path, number, f"malformed section header {shorten(line)!r}")
             name = line[1:-1].lower()
             sections.append(CfgSection(_ALIASES.get(name, name), number))
         else:
             key, eq, value = line.partition("=")
             if not eq or not key:
-                raise _cfg_error(path, number, f"expected key=value or [section], got {line!r}")
+                raise _cfg_error(path, number, f"expected key=value or [section], got {shorten(line)!r}")
             if not sections:
                 raise _cfg_error(path, number, f"option {key!r} comes before the first [section]")
             sections[-1].options.setdefault(key, (value, number))  # darknet's option_find: first one wins
@@ -113,7 +121,7 @@ class _Options:
 
     def error(self, problem: str, key: str | None = None) -> BetterConvError:
         line = self.section.options[key][1] if key in self.section.options else self.section.line
-        return _cfg_error(self.path, line, f"[{self.section.kind}] {problem}")
+        return _cfg_error(self.path, line, f"[{shorten(self.section.kind, 30)}] {problem}")
 
     def has(self, key: str) -> bool:
         return key in self.section.options
@@ -125,14 +133,17 @@ class _Options:
             raise self.error(f"needs {key}=")
         return str(default)
 
-    def integer(self, key: str, default: object = _REQUIRED, minimum: int | None = None) -> int:
+    def integer(self, key: str, default: object = _REQUIRED, minimum: int | None = None,
+                maximum: int = MAX_OPTION) -> int:
         text = self.raw(key, default)
         try:
             value = int(text)
-        except ValueError:
-            raise self.error(f"{key}={text} is not an integer", key) from None
+        except ValueError:  # also for digits beyond Python's int-from-string limit
+            raise self.error(f"{key}={shorten(text)} is not an integer", key) from None
         if minimum is not None and value < minimum:
             raise self.error(f"{key}={value} must be at least {minimum}", key)
+        if value > maximum:
+            raise self.error(f"{key}={shorten(text)} is larger than {maximum}", key)
         return value
 
     def number(self, key: str, default: object = _REQUIRED) -> float:
@@ -140,9 +151,9 @@ class _Options:
         try:
             value = float(text)
         except ValueError:
-            raise self.error(f"{key}={text} is not a number", key) from None
+            raise self.error(f"{key}={shorten(text)} is not a number", key) from None
         if not math.isfinite(value):
-            raise self.error(f"{key}={text} is not a finite number", key)
+            raise self.error(f"{key}={shorten(text)} is not a finite number", key)
         return value
 
     def flag(self, key: str, default: int = 0) -> bool:
@@ -156,16 +167,16 @@ class _Options:
         try:
             values = [float(v) for v in text.split(",") if v]
         except ValueError:
-            raise self.error(f"{key}={text} is not a comma-separated list of numbers", key) from None
+            raise self.error(f"{key}={shorten(text)} is not a comma-separated list of numbers", key) from None
         if not all(math.isfinite(v) for v in values):
-            raise self.error(f"{key}={text} has a value that is not finite", key)
+            raise self.error(f"{key}={shorten(text)} has a value that is not finite", key)
         return values
 
     def reject(self, unsupported: dict[str, str]) -> None:
         """Keys that darknet honours but this builder does not implement: an error unless at their default."""
         for key, default in unsupported.items():
             if key in self.section.options and self.section.options[key][0] != default:
-                raise self.error(f"{key}={self.section.options[key][0]} is not supported", key)
+                raise self.error(f"{key}={shorten(self.section.options[key][0])} is not supported", key)
 
 
 # --- layers ---------------------------------------------------------------------------------------------------------
@@ -230,6 +241,7 @@ class _State(NamedTuple):
     index: int  # this layer's darknet index
     shape: tuple[int, int, int]  # (C, H, W) of the previous layer's output
     shapes: list[tuple[int, int, int]]  # every earlier layer's output
+    params: int = 0  # learnable parameters of the earlier layers
 
 
 _ACTIVATIONS: dict[str, Callable[[], nn.Module] | None] = {
@@ -250,13 +262,17 @@ def _build_convolutional(opt: _Options, state: _State) -> _Built:
     bn = opt.flag("batch_normalize")
     activation = opt.raw("activation", "logistic")  # darknet's default
     if activation not in _ACTIVATIONS:
-        raise opt.error(f"activation={activation} is not supported (supported: {', '.join(_ACTIVATIONS)})",
+        raise opt.error(f"activation={shorten(activation)} is not supported (supported: {', '.join(_ACTIVATIONS)})",
                         "activation")
     if c % groups or n % groups:
         raise opt.error(f"groups={groups} must divide both the input channels ({c}) and filters={n}", "groups")
     oh, ow = (h + 2 * padding - size) // stride + 1, (w + 2 * padding - size) // stride + 1
     if oh < 1 or ow < 1:
         raise opt.error(f"a {size}x{size} kernel with padding {padding} does not fit its {h}x{w} input")
+    total = state.params + n * (c // groups) * size * size + (2 * n if bn else n)
+    if total > MAX_PARAMS:  # checked before allocating: filters=60000 would ask for gigabytes
+        raise opt.error(f"filters={n}, size={size} on {c} input channels take the network to {total:,} parameters, "
+                        f"more than {MAX_PARAMS:,}", "filters")
     module = ConvNormAct(c, n, size, stride, padding, groups=groups, norm_layer=nn.BatchNorm2d if bn else None,
                          act_layer=_ACTIVATIONS[activation])
     weights = n * (c // groups) * size * size
@@ -288,16 +304,16 @@ def _build_route(opt: _Options, state: _State) -> _Built:
     try:
         given = [int(v) for v in text.split(",")]
     except ValueError:
-        raise opt.error(f"layers={text} is not a comma-separated list of integers", "layers") from None
+        raise opt.error(f"layers={shorten(text)} is not a comma-separated list of integers", "layers") from None
     layers = [state.index + i if i < 0 else i for i in given]
     for i, j in zip(given, layers):
         if not 0 <= j < state.index:
-            raise opt.error(f"layers={text}: {i} does not name an earlier layer (this is layer {state.index})",
+            raise opt.error(f"layers={shorten(text)}: {i} does not name an earlier layer (this is layer {state.index})",
                             "layers")
     shapes = [state.shapes[j] for j in layers]
     if len({s[1:] for s in shapes}) > 1:
         got = ", ".join(f"layer {j}: {s[1]}x{s[2]}" for j, s in zip(layers, shapes))
-        raise opt.error(f"layers={text} have different spatial sizes ({got})", "layers")
+        raise opt.error(f"layers={shorten(text)} have different spatial sizes ({got})", "layers")
     return _Built(DarknetRoute(state.index, layers), (sum(s[0] for s in shapes), *shapes[0][1:]))
 
 
@@ -380,17 +396,20 @@ class DarknetModel(nn.Module):
         self.num_classes: int | None = None
         shape = (self.in_channels, *self.input_size)
         shapes: list[tuple[int, int, int]] = []
+        params = 0
         end: CfgSection | None = None
         for index, section in enumerate(rest):
             if end is not None:
-                raise _cfg_error(path, section.line, f"[{section.kind}] after [{end.kind}] (line {end.line}) is not "
-                                                     f"supported: [region] and [softmax] must be the last layer")
+                raise _cfg_error(path, section.line, f"[{shorten(section.kind, 30)}] after [{end.kind}] (line "
+                                                     f"{end.line}) is not supported: [region] and [softmax] must be "
+                                                     f"the last layer")
             builder = _BUILDERS.get(section.kind)
             if builder is None:
                 problem = ("[net] must be the first section only" if section.kind == "net" else
-                           f"unsupported section [{section.kind}] (supported: {', '.join(_BUILDERS)})")
+                           f"unsupported section [{shorten(section.kind, 30)}] (supported: {', '.join(_BUILDERS)})")
                 raise _cfg_error(path, section.line, problem)
-            built = builder(_Options(path, section), _State(index, shape, shapes))
+            built = builder(_Options(path, section), _State(index, shape, shapes, params))
+            params += built.params
             if built.module is None:
                 end = section
                 self.region = built.region or self.region
@@ -487,10 +506,10 @@ def darknet_convolutions(model: nn.Module) -> list[nn.Module]:
         return list(model.convolutions())
     if isinstance(model, YOLOv2):
         # yolov2-voc.cfg: layers 0-22 Darknet-19 body, 23-24 head, 26 passthrough 1x1 (after the head), 29 fuse, 30
-        if model.passthrough is None or model.second_scale:
+        if model.passthrough is None or model.scales != 1:
             raise BetterConvError("darknet weights map onto yolov2 as yolov2-voc.cfg builds it: with passthrough and "
-                                  "without second_scale")
-        return [*_darknet_body(model.backbone), *model.head, model.passthrough[0], model.fuse, model.pred]
+                                  "one prediction scale")
+        return [*_darknet_body(model.backbone), *model.head, model.passthrough[0], model.fuse, model.pyramid.pred]
     if isinstance(model, TinyYOLOv2):
         # yolov2-tiny-voc.cfg: body, maxpool 2x2/1, conv 1024, conv 1024, linear conv
         return [*_darknet_body(model.backbone), model.head[1], model.head[2], model.pred]
@@ -531,30 +550,48 @@ def _describe(model: nn.Module, convs: list[nn.Module]) -> str:
 
 def load_darknet_weights(model: nn.Module, path: str | Path) -> DarknetHeader:
     """Fill `model` (a `from_darknet` model, or a native darknet19 / yolov2 / yolov2_tiny) from a darknet .weights
-    file. The file must hold exactly the values the model's convolutions need. Returns the file's header."""
+    file. The file must hold exactly the values the model's convolutions need (its size is checked before the
+    values are read), all finite; nothing is written into the model otherwise. Returns the file's header."""
     path = Path(path)
     convs = darknet_convolutions(model)
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise BetterConvError(f"cannot read darknet weights {path}: {e.strerror or e}") from None
-    if len(data) < 12:
-        raise BetterConvError(f"darknet weights {path} is {len(data)} bytes, too short for a header")
-    major, minor, revision = struct.unpack_from("<3i", data, 0)
-    wide = _seen_is_int64(major, minor)
-    size = 20 if wide else 16
-    if len(data) < size:
-        raise BetterConvError(f"darknet weights {path} is {len(data)} bytes, too short for its {size}-byte header")
-    (seen,) = struct.unpack_from("<Q" if wide else "<i", data, 12)
-    header = DarknetHeader(major, minor, revision, seen)
     tensors = [t for m in convs for t in _tensors(m)]
     expected = sum(t.numel() for t in tensors)
-    found, extra = divmod(len(data) - size, 4)
-    if found != expected or extra:
-        tail = f" and {extra} stray bytes" if extra else ""
-        raise BetterConvError(f"darknet weights {path} has the wrong size for {_describe(model, convs)}: expected "
-                              f"{expected} float32 values after its {size}-byte header, found {found}{tail}")
-    values = np.frombuffer(data, dtype="<f4", offset=size)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(20)
+            length = f.seek(0, 2)
+            if len(head) < 12:
+                raise BetterConvError(f"darknet weights {path} is {length} bytes, too short for a header")
+            major, minor, revision = struct.unpack_from("<3i", head, 0)
+            wide = _seen_is_int64(major, minor)
+            size = 20 if wide else 16
+            if length < size:
+                raise BetterConvError(f"darknet weights {path} is {length} bytes, too short for its {size}-byte "
+                                      f"header")
+            found, extra = divmod(length - size, 4)
+            if found != expected or extra:  # before reading: a truncated or a 10 GB file alike
+                tail = f" and {extra} stray bytes" if extra else ""
+                raise BetterConvError(f"darknet weights {path} has the wrong size for {_describe(model, convs)}: "
+                                      f"expected {expected} float32 values after its {size}-byte header, found "
+                                      f"{found}{tail}")
+            f.seek(size)
+            data = f.read()
+    except OSError as e:
+        raise BetterConvError(f"cannot read darknet weights {path}: {e.strerror or e}") from None
+    (seen,) = struct.unpack_from("<Q" if wide else "<i", head, 12)
+    header = DarknetHeader(major, minor, revision, seen)
+    if len(data) != 4 * expected:  # the file changed while it was read
+        raise BetterConvError(f"darknet weights {path} changed while it was read")
+    values = np.frombuffer(data, dtype="<f4")
+    names = {id(t): name for name, t in model.state_dict(keep_vars=True).items()}
+    offset = 0
+    for t in tensors:
+        chunk = values[offset:offset + t.numel()]
+        if not np.isfinite(chunk).all():
+            bad = int(chunk.size - np.isfinite(chunk).sum())
+            raise BetterConvError(f"darknet weights {path}: {bad} NaN or infinite value(s) for tensor "
+                                  f"{names.get(id(t), '?')!r} (float32 values {offset} to {offset + t.numel() - 1})")
+        offset += t.numel()
     offset = 0
     with torch.no_grad():
         for t in tensors:

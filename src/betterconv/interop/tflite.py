@@ -25,10 +25,17 @@ folded kernel goes into the conv and the following BatchNorm becomes an exact id
 TF DeepLab concatenates [image pooling, 1x1] while betterconv's ASPP concatenates its branches in the order it
 runs them (1x1 first): the projection's input channels are permuted to match, found by tracing the
 CONCATENATION's inputs back to the convolutions that produce them.
+
+A corrupt file (bytes flipped or cut off) fails with one `BetterConvError` line naming it: the structure the
+mapping relies on is checked first (`_check_graph`: every weighted operator with its input, a constant weight of
+the right rank, a bias that fits it, options; weights and biases finite), and anything the graph still gets wrong
+deeper in is reported as an inconsistent graph rather than a numpy traceback.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -168,7 +175,7 @@ def _file_pads(g: TFLiteGraph, op: TFLiteOp, kernel: tuple[int, int]) -> tuple[t
     x = op.inputs[0]
     extra = (0, 0, 0, 0)
     pad = g.producing_op(x)
-    if pad is not None and pad.kind == "PAD":
+    if pad is not None and pad.kind == "PAD" and len(pad.inputs) > 1:
         p = g.constant(pad.inputs[1])
         if p is not None and p.shape == (4, 2):
             extra = (int(p[1, 0]), int(p[1, 1]), int(p[2, 0]), int(p[2, 1]))
@@ -240,7 +247,7 @@ def _concat_order(g: TFLiteGraph, op: TFLiteOp, pair_of: dict[int, int]) -> list
     if cat is None or cat.kind != "CONCATENATION":
         return None
     rank = len(g.tensors[cat.outputs[0]].shape)
-    if cat.options.get("axis", -1) % rank != rank - 1:
+    if not rank or cat.options.get("axis", -1) % rank != rank - 1:
         return None
     parts, start = [], 0
     for t in cat.inputs:
@@ -253,10 +260,63 @@ def _concat_order(g: TFLiteGraph, op: TFLiteOp, pair_of: dict[int, int]) -> list
     return parts
 
 
+# what numpy and indexing raise on a graph whose parts disagree with each other (a corrupt file)
+_CORRUPT = (IndexError, KeyError, ValueError, TypeError, ZeroDivisionError, AttributeError, RecursionError,
+            OverflowError)
+
+
+@contextlib.contextmanager
+def _corrupt_as_error(g: TFLiteGraph) -> Iterator[None]:
+    """Report what a corrupt graph breaks deeper in as one `BetterConvError` line naming the file."""
+    try:
+        yield
+    except BetterConvError:
+        raise
+    except _CORRUPT as e:
+        raise BetterConvError(f"{g.where()}: inconsistent TensorFlow Lite graph ({type(e).__name__}: "
+                              f"{first_line(e, 120)})") from None
+
+
+def _check_graph(g: TFLiteGraph) -> None:
+    """The structure the mapping relies on, checked before anything is built or written: every weighted operator
+    has its input, output and a constant weight of its rank (4-D for convolutions, whose activations are NHWC and
+    whose options give stride, dilation and padding; 2-D for FULLY_CONNECTED), any bias has one value per output
+    channel, and weights and biases are finite."""
+    for op in g.ops:
+        where = f"{g.where()}: operator {op.index} ({op.kind})"
+        if op.kind == "RESIZE_BILINEAR" and "align_corners" not in op.options:
+            raise BetterConvError(f"{where} has no options")
+        if op.kind not in WEIGHTED:
+            continue
+        if len(op.inputs) < 2 or min(op.inputs[:2]) < 0 or not op.outputs:
+            raise BetterConvError(f"{where} lacks its input, weight or output tensor")
+        rank = 2 if op.kind == "FULLY_CONNECTED" else 4
+        try:
+            weight, bias = g.constant(op.inputs[1]), _bias(g, op)
+        except ValueError as e:
+            raise BetterConvError(f"{where}: {first_line(e, 160)}") from None
+        name = g.tensors[op.inputs[1]].name.split(";")[0][:60]
+        if weight is None or weight.ndim != rank or 0 in weight.shape:
+            raise BetterConvError(f"{where}: weight tensor {name!r} is not a constant {rank}-D tensor")
+        out = weight.shape[0] if op.kind != "DEPTHWISE_CONV_2D" else weight.shape[3]
+        if bias is not None and bias.size != out:
+            raise BetterConvError(f"{where}: {bias.size} bias values for {out} output channels")
+        for what, values in (("weight", weight), ("bias", bias)):
+            if values is not None and not np.isfinite(values).all():
+                raise BetterConvError(f"{where}: the {what} of {name!r} holds NaN or infinite values")
+        if op.kind != "FULLY_CONNECTED":
+            if any(len(g.tensors[t].shape) != 4 for t in (op.inputs[0], op.outputs[0])):
+                raise BetterConvError(f"{where}: its input and output are not NHWC tensors")
+            opts = op.options
+            if not {"padding", "stride", "dilation"} <= opts.keys() or min(*opts["stride"], *opts["dilation"]) < 1:
+                raise BetterConvError(f"{where} has missing or invalid options ({opts})")
+
+
 def _pair(model: nn.Module, g: TFLiteGraph) -> list[tuple[TFLiteOp, _Layer, np.ndarray]]:
     unsupported = sorted({op.kind for op in g.ops if op.kind not in SUPPORTED})
     if unsupported:
-        raise BetterConvError(f"{g.where()}: unsupported operator(s) {', '.join(unsupported)}")
+        raise BetterConvError(f"{g.where()}: unsupported operator(s) {', '.join(u[:40] for u in unsupported[:8])}")
+    _check_graph(g)
     ops = [op for op in g.ops if op.kind in WEIGHTED]
     _, h, w, c = g.tensors[g.inputs[0]].shape
     layers = _trace(model, (h, w, c), g.where())
@@ -292,13 +352,14 @@ def load_tflite(model: nn.Module, path: str | Path) -> nn.Module:
     Build the model with `tflite_model_config(path)` (or use `create_tflite_model`). Nothing is written unless
     every layer matches."""
     g = read_tflite(path)
-    pairs = _pair(model, g)
+    with _corrupt_as_error(g):
+        pairs = _pair(model, g)
+        biases = [_bias(g, op) for op, _, _ in pairs]
     with torch.no_grad():
-        for op, layer, weight in pairs:
+        for (op, layer, weight), bias in zip(pairs, biases):
             m = layer.module
             dev, dtype = m.weight.device, m.weight.dtype
             m.weight.copy_(torch.from_numpy(np.ascontiguousarray(weight)).to(dev, dtype))
-            bias = _bias(g, op)
             if bias is None:
                 bias = np.zeros(m.weight.shape[0], np.float32)
             b = torch.from_numpy(np.ascontiguousarray(bias)).to(dev, dtype)
@@ -335,6 +396,12 @@ def tflite_model_config(path: str | Path) -> tuple[str, dict[str, Any]]:
     every layer. TF DeepLab rounds channels to multiples of 1 (not 8) below width 1: then the keywords carry
     `round_nearest=1`."""
     g = read_tflite(path)
+    with _corrupt_as_error(g):
+        return _model_config(g)
+
+
+def _model_config(g: TFLiteGraph) -> tuple[str, dict[str, Any]]:
+    _check_graph(g)
     ops = [op for op in g.ops if op.kind in WEIGHTED]
     depthwise = [i for i, op in enumerate(ops) if op.kind == "DEPTHWISE_CONV_2D"]
     stem = ops[0] if ops else None
@@ -343,6 +410,8 @@ def tflite_model_config(path: str | Path) -> tuple[str, dict[str, Any]]:
         raise BetterConvError(f"{g.where()}: not a MobileNetV2 graph that betterconv knows ({len(ops)} weighted "
                               f"layers, {len(depthwise)} depthwise)")
     backbone_end = depthwise[-1] + 1  # the last block's projection
+    if backbone_end >= len(ops):
+        raise BetterConvError(f"{g.where()}: a MobileNetV2 graph that ends in a depthwise convolution")
     last = ops[backbone_end]
     width_mult = round(g.tensors[last.inputs[1]].shape[0] / 320, 2)
     padding = "tf_same" if any(op.options.get("padding") == "SAME" for op in ops if op.kind != "FULLY_CONNECTED"
@@ -355,7 +424,7 @@ def tflite_model_config(path: str | Path) -> tuple[str, dict[str, Any]]:
         head[-1].kind != "FULLY_CONNECTED" and g.tensors[head[-1].outputs[0]].shape[1:3] != (1, 1))
     num_classes = g.tensors[head[-1].inputs[1]].shape[0]
     if segmentation:
-        output_stride = 2 ** sum(1 for op in ops[:backbone_end + 1] if tuple(op.options["stride"]) == (2, 2))
+        output_stride = 2 ** sum(1 for op in ops[:backbone_end + 1] if tuple(op.options.get("stride", ())) == (2, 2))
         rates = tuple(op.options["dilation"][0] for op in head
                       if op.kind == "CONV_2D" and g.tensors[op.inputs[1]].shape[1] == 3)
         head_ops = g.ops[last.index + 1:]
@@ -373,7 +442,12 @@ def tflite_model_config(path: str | Path) -> tuple[str, dict[str, Any]]:
     for extra in ({}, {"round_nearest": 1}):  # TF's divisible_by=8, or 1 (DeepLab below width 1)
         candidate = {**kwargs, **extra}
         try:
-            _pair(create_model(name, **candidate), g)
+            model = create_model(name, **candidate)
+        except BetterConvError as e:
+            raise BetterConvError(f"{g.where()}: the graph reads as {name} with {candidate}, which cannot be built "
+                                  f"({e})") from None
+        try:
+            _pair(model, g)
         except _Mismatch as e:
             errors.append(str(e))
             continue

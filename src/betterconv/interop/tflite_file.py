@@ -9,9 +9,10 @@
 
 The flatbuffer is parsed with the `tflite` package (generated from TensorFlow's schema). Constant tensors are
 dequantised as real = scale * (q - zero_point): per tensor, or per channel along the tensor's quantized dimension;
-float32/float16 tensors are taken as they are. A missing, non-TFLite or corrupt file, or one without a single NHWC
-image input, raises `BetterConvError` naming the file. Mapping the graph onto a betterconv model is
-`betterconv.interop.tflite`'s part.
+float32/float16 tensors are taken as they are. A missing, non-TFLite or corrupt file (bytes flipped or cut off: an
+operator naming a tensor the file does not have, a constant whose data does not fill its shape, a negative
+dimension), or one without a single NHWC image input, raises one `BetterConvError` line naming the file. Mapping
+the graph onto a betterconv model is `betterconv.interop.tflite`'s part.
 """
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import BetterConvError
+from ..errors import BetterConvError, first_line
+from ..models import shorten
 
 __all__ = ["PASS_THROUGH", "TFLiteGraph", "TFLiteInput", "TFLiteOp", "TFLiteTensor", "read_tflite", "tflite_input"]
 
@@ -57,15 +59,28 @@ class TFLiteTensor:
         """The real values of a constant tensor: scale * (q - zero_point), per tensor or per channel."""
         if self.data is None:
             raise ValueError(f"tensor {self.name!r} is not a constant")
+        with np.errstate(all="ignore"):  # a corrupt file's NaN or huge scales are refused by the caller
+            return self._dequantize()
+
+    def _dequantize(self) -> np.ndarray:
         if not self.quantized or self.data.dtype.kind == "f":
             return self.data.astype(np.float32)
         scale = self.scale.astype(np.float64)
         zero = self.zero_point.astype(np.float64) if self.zero_point is not None and self.zero_point.size else 0.0
-        if scale.size > 1:  # per channel
+        if np.size(zero) not in (1, scale.size):
+            raise ValueError(f"tensor {self.name[:60]!r} has {scale.size} scales but {np.size(zero)} zero points")
+        if scale.size == 1:  # per tensor
+            scale, zero = float(scale[0]), float(np.reshape(zero, -1)[0])
+        else:  # per channel
+            if not 0 <= self.axis < self.data.ndim or self.data.shape[self.axis] != scale.size:
+                raise ValueError(f"tensor {self.name[:60]!r} of shape {self.data.shape} has {scale.size} scales "
+                                 f"along dimension {self.axis}")
             shape = [1] * self.data.ndim
             shape[self.axis] = scale.size
             scale = scale.reshape(shape)
-            zero = np.reshape(zero, shape) if np.ndim(zero) else zero
+            if np.size(zero) == 1:
+                zero = float(np.reshape(zero, -1)[0])
+            zero = np.reshape(zero, shape) if np.ndim(zero) else zero  # a size mismatch: ValueError
         return ((self.data.astype(np.float64) - zero) * scale).astype(np.float32)
 
 
@@ -96,21 +111,27 @@ class TFLiteGraph:
 
     def constant(self, tensor: int) -> np.ndarray | None:
         """Real values of a constant input, also through a DEQUANTIZE of a constant (float16/int8 weight files)."""
-        t = self.tensors[tensor]
-        if t.data is not None:
-            return t.dequantize()
-        op = self.producing_op(tensor)
-        if op is not None and op.kind == "DEQUANTIZE":
-            return self.constant(op.inputs[0])
-        return None
+        for _ in range(len(self.ops) + 1):  # a corrupt file may chain DEQUANTIZEs in a circle
+            if tensor < 0:
+                return None
+            t = self.tensors[tensor]
+            if t.data is not None:
+                return t.dequantize()
+            op = self.producing_op(tensor)
+            if op is None or op.kind != "DEQUANTIZE" or not op.inputs:
+                return None
+            tensor = op.inputs[0]
+        raise BetterConvError(f"{self.where()}: corrupt TensorFlow Lite file (DEQUANTIZE operators form a cycle)")
 
     def source(self, tensor: int, through: tuple[str, ...] = PASS_THROUGH) -> tuple[int, TFLiteOp | None]:
         """Follow `tensor` back through operators in `through`; returns the tensor reached and its producer."""
         op = self.producing_op(tensor)
-        while op is not None and op.kind in through:
+        for _ in range(len(self.ops) + 1):  # a corrupt file may connect operators in a circle
+            if op is None or op.kind not in through or not op.inputs:
+                return tensor, op
             tensor = op.inputs[0]
             op = self.producing_op(tensor)
-        return tensor, op
+        raise BetterConvError(f"{self.where()}: corrupt TensorFlow Lite file (operators form a cycle)")
 
     def where(self) -> str:
         return self.path.name
@@ -224,11 +245,31 @@ def read_tflite(path: str | Path) -> TFLiteGraph:
     except BetterConvError:
         raise
     except Exception as e:  # flatbuffers reports corruption as IndexError, struct.error, ...
-        raise BetterConvError(f"{path}: corrupt or truncated TensorFlow Lite file ({e.__class__.__name__})") from None
+        raise BetterConvError(f"{path}: corrupt or truncated TensorFlow Lite file ({e.__class__.__name__}: "
+                              f"{first_line(e, 80)})") from None
+    _check_structure(graph)
     if len(graph.inputs) != 1 or len(graph.tensors[graph.inputs[0]].shape) != 4:
         raise BetterConvError(f"{path}: expected one NHWC image input, found inputs "
-                              f"{[graph.tensors[i].shape for i in graph.inputs]}")
+                              f"{[graph.tensors[i].shape for i in graph.inputs][:4]}")
     return graph
+
+
+def _check_structure(g: TFLiteGraph) -> None:
+    """Every tensor index an operator or the graph names exists (-1, an absent optional input, only among an
+    operator's inputs) and no dimension is negative: what a flipped byte breaks first."""
+    n = len(g.tensors)
+    for t in g.tensors:
+        if any(d < 0 for d in t.shape):
+            raise BetterConvError(f"{g.path}: corrupt TensorFlow Lite file (tensor {t.index} has shape "
+                                  f"{shorten(str(t.shape))})")
+    for op in g.ops:
+        bad = [i for i in op.inputs if not -1 <= i < n] + [i for i in op.outputs if not 0 <= i < n]
+        if bad:
+            raise BetterConvError(f"{g.path}: corrupt TensorFlow Lite file (operator {op.index}, {op.kind[:40]}, "
+                                  f"names tensor {bad[0]} of {n})")
+    bad = [i for i in g.inputs + g.outputs if not 0 <= i < n]
+    if bad:
+        raise BetterConvError(f"{g.path}: corrupt TensorFlow Lite file (the graph names tensor {bad[0]} of {n})")
 
 
 def _graph(path_or_graph: str | Path | TFLiteGraph) -> TFLiteGraph:
@@ -299,10 +340,17 @@ def tflite_input(path: str | Path | TFLiteGraph) -> TFLiteInput:
     g = _graph(path)
     t = g.tensors[g.inputs[0]]
     _, h, w, c = t.shape
+    if min(h, w, c) < 1:
+        raise BetterConvError(f"{g.where()}: the image input {t.name[:60]!r} has shape {t.shape}")
     if t.dtype in (np.uint8, np.int8):
         if not t.quantized:
-            raise BetterConvError(f"{g.where()}: the {np.dtype(t.dtype).name} input {t.name!r} has no quantisation")
-        return TFLiteInput(h, w, c, t.dtype, float(t.scale[0]), int(t.zero_point[0]))
+            raise BetterConvError(f"{g.where()}: the {np.dtype(t.dtype).name} input {t.name[:60]!r} has no "
+                                  f"quantisation")
+        scale = float(t.scale[0])
+        if not (np.isfinite(scale) and scale > 0) or t.zero_point is None or not t.zero_point.size:
+            raise BetterConvError(f"{g.where()}: the input {t.name[:60]!r} has an unusable quantisation (scale "
+                                  f"{scale})")
+        return TFLiteInput(h, w, c, t.dtype, scale, int(t.zero_point[0]))
     if t.dtype in (np.float32, np.float16):
         return TFLiteInput(h, w, c, t.dtype, 1.0, 0)
     raise BetterConvError(f"{g.where()}: unsupported input type {t.dtype} of tensor {t.name!r}")

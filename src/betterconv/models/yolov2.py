@@ -19,11 +19,13 @@ yolov2-tiny-voc.cfg: conv 16 3x3, then five (maxpool 2x2/2, conv 3x3) with 32..5
 The output is the region layer's input: per anchor x, y, w, h, objectness, then C class scores, raw. Anchors are
 (width, height) in grid cells (units of 32 pixels), stored on the model as the buffer `anchors`.
 
-`second_scale=True` is the survey's fix for YOLOv2's small-object weakness, as YOLOv3 (Redmon & Farhadi 2018, §2.3)
-does it: the fused 13x13 features go through a 1x1 conv to 256 channels, are upsampled x2 and joined with the
-26x26x512 stage, then a 3x3 conv and a 1x1 prediction at stride 16. The smaller half of the anchors (by area) move
-to that scale; forward then returns (stride-32 output, stride-16 output), and `head_anchors()` gives each output's
-anchors in its own grid units.
+`scales=2` (or `second_scale=True`) and `scales=3` are the survey's fix for YOLOv2's small-object weakness, as YOLOv3
+(Redmon & Farhadi 2018, §2.3) does it (`PredictionPyramid`): the fused 13x13 features go through a 1x1 conv to 256
+channels, are upsampled x2 and joined with the 26x26x512 stage, then a 3x3 conv (512) and a 1x1 prediction at stride
+16; with 3 scales the same again (128, 256) with the 52x52x256 stage at stride 8. The anchors are split by area over
+the scales, the smallest to the finest; forward then returns one output per scale, coarsest first, and
+`head_anchors()` gives each output's anchors in its own grid units. `yolov2_mobilenet_v2` puts the same head on
+MobileNetV2.
 """
 from __future__ import annotations
 
@@ -40,6 +42,7 @@ from ._features import FeatureInfo, make_divisible
 from ._registry import register_model
 from .info import DARKNET_MEAN, DARKNET_STD, DetRecipe, ModelInfo
 from .darknet import DARKNET19_STAGES, Darknet, DarknetMaxPool, darknet_conv, init_darknet_weights
+from .mobilenet_v2 import MobileNetV2
 
 # how the head's t_x, t_y place a box (decoded in tasks.region): YOLOv2 §2's direct location prediction, or the
 # anchor offsets it started from
@@ -108,10 +111,80 @@ class _YOLOv2Base(nn.Module):
             raise BetterConvError(f"{self.name} needs height and width divisible by 32, got {h}x{w}")
 
 
+class PredictionPyramid(nn.Module):
+    """YOLOv3's top-down path (Redmon & Farhadi 2018, §2.3 "Predictions Across Scales") on a YOLOv2 head: the
+    fused stride-32 features predict the largest anchors; for each finer backbone stage in turn (stride 16, then 8)
+    the previous level goes through a 1x1 conv (`laterals`), is upsampled x2 (nearest) and concatenated with the
+    stage, a 3x3 conv mixes them (`fuses`) and a 1x1 conv predicts that level's anchors (`preds`).
+
+    `anchors` are split by area over the levels, the smallest to the finest (`anchor_index[i]` are the indices of
+    level i's anchors, level 0 = stride 32). The first level's prediction conv is `pred`.
+    """
+
+    def __init__(self, anchors: torch.Tensor, num_classes: int, channels: int, stage_channels: Sequence[int],
+                 lateral: Sequence[int], fused: Sequence[int]) -> None:
+        super().__init__()
+        levels = 1 + len(stage_channels)
+        if len(anchors) < levels:
+            raise BetterConvError(f"{levels} prediction scales need at least {levels} anchors, got {len(anchors)}")
+        by_area = (anchors[:, 0] * anchors[:, 1]).argsort(descending=True)  # largest first: stride 32 first
+        sizes = [len(anchors) // levels + (i < len(anchors) % levels) for i in range(levels)]
+        splits = torch.split(by_area, sizes)  # coarse levels take the extra anchors when A does not divide
+        for i, index in enumerate(splits):
+            self.register_buffer(f"anchor_index_{i}", index.sort().values, persistent=False)
+        self.levels = levels
+        self.pred = nn.Conv2d(channels, sizes[0] * (5 + num_classes), 1)
+        self.laterals, self.fuses, self.preds = nn.ModuleList(), nn.ModuleList(), nn.ModuleList()
+        previous = channels
+        for stage, lat, fuse, n in zip(stage_channels, lateral, fused, sizes[1:]):
+            self.laterals.append(darknet_conv(previous, lat, 1))
+            self.fuses.append(darknet_conv(lat + stage, fuse, 3))
+            self.preds.append(nn.Conv2d(fuse, n * (5 + num_classes), 1))
+            previous = fuse
+        init_darknet_weights(self)
+
+    def anchor_index(self, level: int) -> torch.Tensor:
+        return getattr(self, f"anchor_index_{level}")
+
+    def head_anchors(self, anchors: torch.Tensor) -> list[torch.Tensor]:
+        """Each level's anchors in its own grid cells (a stride-16 cell is half a stride-32 one)."""
+        return [anchors[self.anchor_index(i)] * 2 ** i for i in range(self.levels)]
+
+    def forward(self, y: torch.Tensor, stages: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        outputs = [self.pred(y)]  # (B, A_0*(5+C), H/32, W/32)
+        for lateral, fuse, pred, stage in zip(self.laterals, self.fuses, self.preds, stages):
+            up = F.interpolate(lateral(y), scale_factor=2, mode="nearest")  # (B, lat, 2h, 2w)
+            y = fuse(torch.cat([up, stage], dim=1))  # (B, lat + stage -> fuse, 2h, 2w)
+            outputs.append(pred(y))  # (B, A_i*(5+C), H/2^(5-i), W/2^(5-i))
+        return tuple(outputs)
+
+
+def _build_head(model: _YOLOv2Base, channels: int, reorg_channels: int, passthrough: bool, scales: int,
+                lateral: Sequence[int], fused: Sequence[int]) -> None:
+    """yolov2-voc.cfg's head on `model.backbone`'s last two stages: two 3x3 convs on the stride-32 features, the
+    passthrough (1x1 conv, reorg /2) of the last stride-16 stage, a 3x3 fusing conv, then the prediction pyramid
+    (one 1x1 prediction conv when `scales=1`)."""
+    if scales not in (1, 2, 3):
+        raise BetterConvError(f"{model.name} scales must be 1, 2 or 3, got {scales!r}")
+    fine, coarse = model.backbone.feature_info[-2:]
+    model.head = nn.Sequential(darknet_conv(coarse.channels, channels, 3), darknet_conv(channels, channels, 3))
+    model.passthrough = (nn.Sequential(darknet_conv(fine.channels, reorg_channels, 1), Reorg(2)) if passthrough
+                         else None)
+    model.fuse = darknet_conv(reorg_channels * 4 * passthrough + channels, channels, 3)
+    model._fine, model._coarse = fine.name, coarse.name
+    model.scales = scales
+    stages = model.backbone.feature_info[-scales:-1][::-1]  # stride 16 (then 8)
+    model._pyramid_stages = [f.name for f in stages]
+    model.pyramid = PredictionPyramid(model.anchors, model.num_classes, channels, [f.channels for f in stages],
+                                      lateral, fused)
+    for m in (model.head, *([model.passthrough] if passthrough else []), model.fuse):
+        init_darknet_weights(m)
+
+
 class YOLOv2(_YOLOv2Base):
     def __init__(self, num_classes: int = 20, anchors: Sequence[tuple[float, float]] = VOC_ANCHORS,
                  second_scale: bool = False, passthrough: bool = True, location: str = "sigmoid",
-                 width_mult: float = 1.0) -> None:
+                 width_mult: float = 1.0, scales: int = 1) -> None:
         super().__init__(num_classes, anchors, location)
         if not 0.1 <= width_mult <= 4:
             raise BetterConvError(f"yolov2 width_mult must be between 0.1 and 4, got {width_mult}")
@@ -121,39 +194,16 @@ class YOLOv2(_YOLOv2Base):
 
         stages = [[(width(c), k) for c, k in stage] for stage in DARKNET19_STAGES]
         self.backbone = Darknet(stages, stem_channels=width(32), num_classes=None)  # Darknet-19 at width 1.0
-        fine, coarse = self.backbone.feature_info[-2:]  # 26x26x512 (cfg layer 16), 13x13x1024 (layer 22)
-        head = width(1024)
-        self.head = nn.Sequential(darknet_conv(coarse.channels, head, 3), darknet_conv(head, head, 3))
         # passthrough=False: the ablation ladder's step before "passthrough" (YOLOv2 Table 2), fuse sees 1024 only
-        reorg = width(64)
-        self.passthrough = nn.Sequential(darknet_conv(fine.channels, reorg, 1), Reorg(2)) if passthrough else None
-        self.fuse = darknet_conv(reorg * 4 * passthrough + head, head, 3)
-        self._fine, self._coarse = fine.name, coarse.name
-        self.second_scale = second_scale
-        if second_scale:
-            if self.num_anchors < 2:
-                raise BetterConvError("yolov2 second_scale needs at least 2 anchors to split between the scales")
-            by_area = (self.anchors[:, 0] * self.anchors[:, 1]).argsort()
-            n_fine = self.num_anchors // 2
-            self.register_buffer("fine_index", by_area[:n_fine].sort().values, persistent=False)
-            self.register_buffer("coarse_index", by_area[n_fine:].sort().values, persistent=False)
-            self.pred = nn.Conv2d(head, len(self.coarse_index) * (5 + num_classes), 1)
-            self.fine_lateral = darknet_conv(head, width(256), 1)
-            self.fine_fuse = darknet_conv(width(256) + fine.channels, width(512), 3)
-            self.fine_pred = nn.Conv2d(width(512), n_fine * (5 + num_classes), 1)
-            extra = (self.fine_lateral, self.fine_fuse, self.fine_pred)
-        else:
-            self.pred = nn.Conv2d(head, self.out_channels, 1)
-            extra = ()
-        for m in (self.head, *([self.passthrough] if passthrough else []), self.fuse, self.pred, *extra):
-            init_darknet_weights(m)
+        _build_head(self, width(1024), width(64), passthrough, 2 if second_scale and scales == 1 else scales,
+                    [width(256), width(128)], [width(512), width(256)])
+        self.second_scale = self.scales == 2
+        self._register_load_state_dict_pre_hook(_second_scale_names)
 
     def head_anchors(self) -> list[torch.Tensor]:
-        if not self.second_scale:
-            return [self.anchors]
-        return [self.anchors[self.coarse_index], 2 * self.anchors[self.fine_index]]  # stride-16 cells are half
+        return self.pyramid.head_anchors(self.anchors)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
         self._check_size(x)
         features = self.forward_features(x)
         y = self.head(features[self._coarse])  # (B, 1024, H/32, W/32)
@@ -161,11 +211,47 @@ class YOLOv2(_YOLOv2Base):
             p = self.passthrough(features[self._fine])  # (B, 256, H/32, W/32)
             y = torch.cat([p, y], dim=1)  # route -1,-4: (B, 1280, H/32, W/32)
         y = self.fuse(y)  # (B, 1024, H/32, W/32)
-        if not self.second_scale:
-            return self.pred(y)  # (B, A*(5+C), H/32, W/32)
-        up = F.interpolate(self.fine_lateral(y), scale_factor=2, mode="nearest")  # (B, 256, H/16, W/16)
-        fine = self.fine_fuse(torch.cat([up, features[self._fine]], dim=1))  # (B, 768 -> 512, H/16, W/16)
-        return self.pred(y), self.fine_pred(fine)  # (B, A32*(5+C), H/32, W/32), (B, A16*(5+C), H/16, W/16)
+        outputs = self.pyramid(y, [features[name] for name in self._pyramid_stages])
+        return outputs[0] if self.scales == 1 else outputs  # (B, A*(5+C), H/32, W/32), ...
+
+
+def _second_scale_names(state: dict, prefix: str, *args) -> None:
+    """Weights saved before the prediction pyramid named the stride-32 prediction `pred` and the stride-16 path
+    `fine_lateral`, `fine_fuse`, `fine_pred`: rename them to the pyramid's modules."""
+    renames = {"pred.": "pyramid.pred.", "fine_lateral.": "pyramid.laterals.0.", "fine_fuse.": "pyramid.fuses.0.",
+               "fine_pred.": "pyramid.preds.0."}
+    for key in [k for k in state if k.startswith(prefix)]:
+        rest = key[len(prefix):]
+        for old, new in renames.items():
+            if rest.startswith(old):
+                state[prefix + new + rest[len(old):]] = state.pop(key)
+                break
+
+
+class YOLOv2MobileNetV2(_YOLOv2Base):
+    """YOLOv2's head on the ImageNet MobileNetV2 backbone (Sandler et al. 2018), a detector a CPU can train: the
+    stride-32 features (320 channels at width 1) go through two 3x3 convs, the passthrough reorganises the last
+    stride-16 stage (96 channels) after a 1x1 conv to 32, a 3x3 conv fuses them and a 1x1 conv predicts, as
+    yolov2-voc.cfg does on Darknet-19. `scales=3` adds YOLOv3's prediction across scales from the stride-16 and
+    stride-8 stages (`PredictionPyramid`). `padding="tf_same"` matches TensorFlow's weights (the TFLite file)."""
+
+    name = "yolov2_mobilenet_v2"
+
+    def __init__(self, num_classes: int = 20, anchors: Sequence[tuple[float, float]] = VOC_ANCHORS,
+                 scales: int = 1, passthrough: bool = True, width_mult: float = 1.0, head_channels: int = 256,
+                 padding: str | None = None, location: str = "sigmoid") -> None:
+        super().__init__(num_classes, anchors, location)
+        if isinstance(head_channels, bool) or not isinstance(head_channels, int) or head_channels < 8:
+            raise BetterConvError(f"{self.name} head_channels must be an integer >= 8, got {head_channels!r}")
+        self.backbone = MobileNetV2(num_classes=None, width_mult=width_mult, padding=padding)
+        # stride 16: 96 channels at width 1, stride 32: 320
+        _build_head(self, head_channels, make_divisible(32 * width_mult), passthrough, scales,
+                    [head_channels // 2, head_channels // 4], [head_channels // 2, head_channels // 4])
+
+    def head_anchors(self) -> list[torch.Tensor]:
+        return self.pyramid.head_anchors(self.anchors)
+
+    forward = YOLOv2.forward
 
 
 class TinyYOLOv2(_YOLOv2Base):
@@ -195,13 +281,14 @@ class TinyYOLOv2(_YOLOv2Base):
                           recipe=YOLOV2_RECIPE, backbone_classifier="darknet19", peer_note=_NO_PEER))
 def yolov2(*, num_classes: int = 20, anchors: Sequence[tuple[float, float]] | None = None,
            second_scale: bool = False, passthrough: bool = True, location: str = "sigmoid",
-           width_mult: float = 1.0) -> YOLOv2:
-    """`second_scale=True`: predictions at strides 32 and 16 (see the module docstring). `passthrough=False` and
-    `location="offset"` (anchor offsets instead of direct location prediction) are the earlier rungs of
-    YOLOv2's Table 2, for the ablation ladder. `width_mult` scales every layer's channels (multiples of 8); 1.0 is
-    yolov2-voc.cfg."""
+           width_mult: float = 1.0, scales: int = 1) -> YOLOv2:
+    """`scales=3`: predictions at strides 32, 16 and 8 (YOLOv3 §2.3, `PredictionPyramid`); `second_scale=True` is
+    `scales=2` (strides 32 and 16). `passthrough=False` and `location="offset"` (anchor offsets instead of direct
+    location prediction) are the earlier rungs of YOLOv2's Table 2, for the ablation ladder. `width_mult` scales
+    every layer's channels (multiples of 8); 1.0 is yolov2-voc.cfg."""
     return YOLOv2(num_classes=num_classes, anchors=VOC_ANCHORS if anchors is None else anchors,
-                  second_scale=second_scale, passthrough=passthrough, location=location, width_mult=width_mult)
+                  second_scale=second_scale, passthrough=passthrough, location=location, width_mult=width_mult,
+                  scales=scales)
 
 
 @register_model(ModelInfo("detection", input_size=(416, 416), mean=DARKNET_MEAN, std=DARKNET_STD,
@@ -211,3 +298,16 @@ def yolov2_tiny(*, num_classes: int = 20, anchors: Sequence[tuple[float, float]]
     """`width_mult` scales every layer's channels (rounded to multiples of 8); 1.0 is yolov2-tiny-voc.cfg."""
     return TinyYOLOv2(num_classes=num_classes, anchors=TINY_VOC_ANCHORS if anchors is None else anchors,
                       width_mult=width_mult, location=location)
+
+
+# the detection pipeline feeds every detector darknet's x / 255 (no mean/std), this one included
+@register_model(ModelInfo("detection", input_size=(416, 416), mean=DARKNET_MEAN, std=DARKNET_STD, recipe=YOLOV2_RECIPE,
+                          backbone_classifier="mobilenet_v2", peer_note=_NO_PEER))
+def yolov2_mobilenet_v2(*, num_classes: int = 20, anchors: Sequence[tuple[float, float]] | None = None,
+                        scales: int = 1, passthrough: bool = True, width_mult: float = 1.0, head_channels: int = 256,
+                        padding: str | None = None, location: str = "sigmoid") -> YOLOv2MobileNetV2:
+    """YOLOv2's head on MobileNetV2 (`YOLOv2MobileNetV2`); `scales=3` predicts at strides 32, 16 and 8 (YOLOv3
+    §2.3). `padding="tf_same"` takes the TFLite MobileNetV2's backbone weights."""
+    return YOLOv2MobileNetV2(num_classes=num_classes, anchors=VOC_ANCHORS if anchors is None else anchors,
+                             scales=scales, passthrough=passthrough, width_mult=width_mult,
+                             head_channels=head_channels, padding=padding, location=location)

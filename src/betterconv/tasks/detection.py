@@ -136,6 +136,15 @@ def to_coco_results(detections: Sequence[Mapping[str, torch.Tensor]], image_ids:
     return results
 
 
+def ground_truth_entry(target: Mapping[str, Any], boxes: torch.Tensor) -> dict[str, Any]:
+    """A dataset target as `evaluate_detections` takes ground truth: `boxes` in pixels of the original image, the
+    labels, VOC's difficult flags and, for COCO data, each object's own area (the official size rule)."""
+    entry = {"boxes": boxes, "labels": target["labels"], "difficult": target["difficult"]}
+    if "area" in target:
+        entry["area"] = target["area"]
+    return entry
+
+
 def detect_dataset(model: torch.nn.Module, dataset, input_size: int, device: torch.device | str = "cpu",
                    conf_thresh: float = 0.005, nms_iou: float = 0.45, batch_size: int = 8,
                    max_images: int | None = None, progress: bool = True,
@@ -159,8 +168,8 @@ def detect_dataset(model: torch.nn.Module, dataset, input_size: int, device: tor
                                module.num_classes, images.shape[-2:], conf_thresh, nms_iou, image_sizes=sizes,
                                location=getattr(module, "location", "sigmoid"))
             detections += [{k: v.cpu() for k, v in d.items()} for d in dets]
-            ground_truth += [{"boxes": unresize_boxes(t["boxes"], size, input_size, clip=False),
-                              "labels": t["labels"], "difficult": t["difficult"]} for t, size in zip(targets, sizes)]
+            ground_truth += [ground_truth_entry(t, unresize_boxes(t["boxes"], size, input_size, clip=False))
+                             for t, size in zip(targets, sizes)]
             bar.update(len(targets))
     module.train(was_training)
     return detections, ground_truth

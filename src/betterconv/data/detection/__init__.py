@@ -36,6 +36,11 @@ Conventions shared by every dataset here:
       as (path, message).
     * `files` lists (image_path, annotation_path) pairs (for COCO the annotation path is the json), `image_ids`
       the matching ids, `records` the parsed annotations.
+    * paths read from the dataset's files (VOC list ids, COCO `file_name`s, YOLO image lists, a data yaml's
+      `path` / `train` / `val`) stay inside the dataset root, checked lexically so that a symlink placed inside
+      the root is followed (`betterconv.data.dataset.path_inside`); one that leaves it is refused, naming the
+      file and line or entry. A COCO json whose structure is broken (an image entry that is not an object, a
+      repeated image id, an annotation of an unknown image) is refused as a whole, in one line.
     * EXIF orientation is not applied: boxes are in the images' raw pixel order.
 
 Modules: `base` (the record, the base dataset, collate), `voc`, `coco`, `yolo` (one format each); the factory

@@ -42,6 +42,9 @@ class DetectionRecord:
     difficult: np.ndarray  # (N,) bool
     size: tuple[int, int] | None = None  # (width, height) the annotation declares; None when it declares none
     normalized: bool = False
+    # (N,) float64: each object's own area in pixels of the original image, as a COCO json stores it (the
+    # segmentation's area, which decides COCO's small / medium / large); None for formats without one
+    area: np.ndarray | None = None
 
     @classmethod
     def empty(cls, image: Path, annotation: Path, image_id: str | int, size: tuple[int, int] | None = None,
@@ -69,15 +72,21 @@ def finite_number(value: str, path: Path, line: int, what: str) -> float:
     return number
 
 
+# the most classes a label file may imply when no class names are given (ImageNet-21k has 21,841)
+MAX_CLASSES = 65536
+
+
 def class_index(value: str, path: Path, line: int, num_classes: int | None) -> int:
-    """`value` as a class index in 0..num_classes-1 (any index >= 0 when `num_classes` is None)."""
+    """`value` as a class index in 0..num_classes-1 (0..MAX_CLASSES-1 when `num_classes` is None: the class names
+    are then made up to the largest index, so an absurd one must not make a billion of them)."""
     number = finite_number(value, path, line, "class id")
     if number != int(number):
         raise bad_label(path, line, f"class id {value!r} is not an integer")
     index = int(number)
-    if index < 0 or (num_classes is not None and index >= num_classes):
-        bound = f"the {num_classes} classes (0-{num_classes - 1})" if num_classes else "the classes"
-        raise bad_label(path, line, f"class id {index} is outside {bound}")
+    bound = num_classes if num_classes is not None else MAX_CLASSES
+    if index < 0 or index >= bound:
+        where = f"the {bound} classes (0-{bound - 1})" if num_classes is not None else f"0-{MAX_CLASSES - 1}"
+        raise bad_label(path, line, f"class id {index} is outside {where}")
     return index
 
 
@@ -144,6 +153,7 @@ class DetectionDataset(BaseDataset):
                                                     format="XYXY", canvas_size=(height, width)),
                   "labels": torch.from_numpy(record.labels.copy()),
                   "difficult": torch.from_numpy(record.difficult.copy()),
+                  **({} if record.area is None else {"area": torch.from_numpy(record.area.copy())}),
                   "image_id": record.image_id,
                   "orig_size": (height, width)}
         return tv_tensors.Image(pil_to_tensor(image)), target
@@ -197,6 +207,8 @@ class DetectionDataset(BaseDataset):
             clipped += int((moved & keep).sum())
             dropped += int((~keep).sum())
             record.boxes, record.labels, record.difficult = fixed[keep], record.labels[keep], record.difficult[keep]
+            if record.area is not None:
+                record.area = record.area[keep]
         return clipped, dropped
 
     def _keep(self, indices: list[int]) -> None:

@@ -31,31 +31,30 @@ class COCODetection(DetectionDataset):
         self.json_path, self.root, self.image_dir = json_path, root, image_dir
 
         def parse(info: dict) -> DetectionRecord:
-            name = info.get("file_name", info.get("id"))
-            try:
-                size = (int(info["width"]), int(info["height"]))
-                image_id = info["id"]
-                image = image_dir / info["file_name"]
-            except (KeyError, TypeError, ValueError):
-                raise bad_label(json_path, None, f"image entry {name} lacks id, file_name, width or height") from None
-            boxes, labels, difficult = [], [], []
+            image, size, image_id = coco.image_path(info), coco.image_size(info), info["id"]
+            boxes, labels, difficult, areas = [], [], [], []
             for ann in coco.annotations.get(image_id, []):
-                where = f"annotation {ann.get('id')} of image {info['file_name']}"
-                cid = ann.get("category_id")
+                where = f"annotation {ann.get('id')!r:.40} of image {info['file_name']}"
+                cid = ann["category_id"]  # an int: read_coco_instances checked it
                 if cid not in label_of:
                     raise bad_label(json_path, None, f"{where} has unknown category_id {cid!r}")
                 bbox = ann.get("bbox")
                 if not (isinstance(bbox, list) and len(bbox) == 4 and
-                        all(isinstance(v, (int, float)) and math.isfinite(v) for v in bbox)):
-                    raise bad_label(json_path, None, f"{where} has a malformed bbox {bbox!r}")
+                        all(type(v) in (int, float) and math.isfinite(v) for v in bbox)):
+                    raise bad_label(json_path, None, f"{where} has a malformed bbox {bbox!r:.60}")
                 x, y, w, h = bbox
                 if w < 0 or h < 0:
                     raise bad_label(json_path, None, f"{where} has a negative width or height {bbox!r}")
                 boxes.append((x, y, x + w, y + h))
                 labels.append(label_of[cid])
                 difficult.append(bool(ann.get("iscrowd", 0)))
-            return DetectionRecord(image, json_path, image_id, np.array(boxes, np.float32).reshape(-1, 4),
-                                   np.array(labels, np.int64), np.array(difficult, bool), size)
+                area = ann.get("area")  # the official COCO size rule reads it; the box area when absent
+                areas.append(float(area) if type(area) in (int, float) and math.isfinite(area) and area >= 0
+                             else float(w) * float(h))
+            with np.errstate(over="ignore"):  # a huge float box becomes inf, then is clipped to the image
+                boxes_array = np.array(boxes, np.float32).reshape(-1, 4)
+            return DetectionRecord(image, json_path, image_id, boxes_array, np.array(labels, np.int64),
+                                   np.array(difficult, bool), size, area=np.array(areas, np.float64))
 
         records, errors = parse_all(coco.images, parse)
         super().__init__(records, [name for _, name in coco.categories], transform, skip_bad, json_path, errors)

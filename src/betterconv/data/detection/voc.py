@@ -21,7 +21,7 @@ from defusedxml.ElementTree import DefusedXMLParser, ParseError
 
 from ...errors import BetterConvError, first_line
 from ..class_names import VOC_CLASSES
-from ..dataset import first_existing, read_lines
+from ..dataset import first_existing, numbered_lines, path_inside
 from ..images import BadSampleError, image_size
 from .base import DetectionDataset, DetectionRecord, Transform, bad_label, finite_number, parse_all
 
@@ -48,7 +48,7 @@ class _Annotation:
             data = path.read_bytes()
         except FileNotFoundError:
             raise BadSampleError("missing", path, f"missing annotation file {path}") from None
-        except OSError as e:
+        except (OSError, ValueError) as e:  # ValueError: a NUL in the name
             raise BadSampleError("unreadable", path, f"cannot read annotation {path}: {first_line(e)}") from None
         builder = _LineTreeBuilder()
         builder.parser = parser = DefusedXMLParser(target=builder)
@@ -74,7 +74,8 @@ class _Annotation:
 
 
 def parse_voc_xml(path: Path, image: Path, image_id: str, class_names: Sequence[str]) -> DetectionRecord:
-    """One VOC annotation file as a record; boxes (xmin - 1, ymin - 1, xmax, ymax)."""
+    """One VOC annotation file as a record; boxes (xmin - 1, ymin - 1, xmax, ymax). The size is the XML's <size>
+    (positive integers below 2**31; anything else is a bad label), or the image's when <size> is missing or 0."""
     xml = _Annotation(path)
     index = {name: i for i, name in enumerate(class_names)}
     size = None
@@ -82,6 +83,8 @@ def parse_voc_xml(path: Path, image: Path, image_id: str, class_names: Sequence[
     if size_node is not None:
         width, height = xml.number(size_node, "width"), xml.number(size_node, "height")
         if width > 0 and height > 0:
+            if max(width, height) >= 2**31 or not (width.is_integer() and height.is_integer()):
+                raise bad_label(path, xml.line(size_node), f"<size> {width:g}x{height:g} is not an image size")
             size = (int(width), int(height))
     if size is None:  # some VOC-style tools write 0 or leave <size> out: read the image
         size = image_size(image, "image")
@@ -106,8 +109,10 @@ def parse_voc_xml(path: Path, image: Path, image_id: str, class_names: Sequence[
         boxes.append((x1 - 1, y1 - 1, x2, y2))
         labels.append(index[name])
         difficult.append(flag_text == "1")
-    return DetectionRecord(image, path, image_id, np.array(boxes, np.float32).reshape(-1, 4),
-                           np.array(labels, np.int64), np.array(difficult, bool), size)
+    with np.errstate(over="ignore"):  # a huge coordinate becomes inf, then is clipped to the image
+        boxes_array = np.array(boxes, np.float32).reshape(-1, 4)
+    return DetectionRecord(image, path, image_id, boxes_array, np.array(labels, np.int64),
+                           np.array(difficult, bool), size)
 
 
 def to_voc_coordinates(boxes: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
@@ -137,7 +142,8 @@ class VOCDetection(DetectionDataset):
     ("trainval", "test", ...) when one year is there, or `YEAR_NAME` parts joined with "+", e.g.
     "2007_trainval+2012_trainval" (YOLOv2's VOC training set) or "2007_test". Difficult objects are kept with
     difficult=True. `class_names` defaults to the 20 VOC classes; other names in the XML are errors.
-    image_id is the VOC file id (str).
+    image_id is the VOC file id (str). An id whose files would lie outside the VOC folder (`../x`) is refused,
+    naming the list file and line (see `betterconv.data.dataset.path_inside`).
     """
 
     def __init__(self, root: str | Path, split: str = "trainval", transform: Transform | None = None,
@@ -162,13 +168,14 @@ class VOCDetection(DetectionDataset):
                 raise BetterConvError(f"{root} has {', '.join('VOC' + y for y in years)}: name the year in the split, "
                                       f"e.g. {'+'.join(y + '_' + part for y in years)}")
             list_path = first_existing([folder / "ImageSets" / "Main" / f"{name}.txt"], f"VOC {part} list")
-            items += [(folder, line.split()[0]) for line in read_lines(list_path, "list file")]
+            for number, line in numbered_lines(list_path, "list file"):
+                image_id = line.split()[0]
+                items.append((path_inside(folder, f"Annotations/{image_id}.xml", list_path, number),
+                              path_inside(folder, f"JPEGImages/{image_id}.jpg", list_path, number), image_id))
         self.root, self.split = root, split
 
-        def parse(item: tuple[Path, str]) -> DetectionRecord:
-            folder, image_id = item
-            return parse_voc_xml(folder / "Annotations" / f"{image_id}.xml", folder / "JPEGImages" / f"{image_id}.jpg",
-                                 image_id, class_names)
+        def parse(item: tuple[Path, Path, str]) -> DetectionRecord:
+            return parse_voc_xml(*item, class_names)
 
         records, errors = parse_all(items, parse)
         super().__init__(records, class_names, transform, skip_bad, f"VOC {split} at {root}", errors)

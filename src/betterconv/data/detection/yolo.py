@@ -15,7 +15,7 @@ import numpy as np
 import yaml
 
 from ...errors import BetterConvError, first_line
-from ..dataset import first_existing, read_lines, read_text
+from ..dataset import file_kind, first_existing, numbered_lines, path_inside, read_lines, read_text
 from ..images import is_image_file
 from .base import DetectionDataset, DetectionRecord, Transform, bad_label, class_index, finite_number, parse_all
 
@@ -25,21 +25,37 @@ _NULL_TAG = "tag:yaml.org,2002:null"
 class _DataYamlLoader(yaml.SafeLoader):
     """PyYAML's safe loader that resolves only null (`~`, `null`, an empty value): every other plain scalar stays
     the text it is written as, so `names: {0: person}` has the key "0" and a class named `no` or `on` stays a
-    string instead of becoming a boolean."""
+    string instead of becoming a boolean. Aliases (`*name`) are refused: without them the data is a tree no larger
+    than the text, so no "billion laughs" of nested aliases can blow up when it is walked or printed. Explicit tags
+    other than those of plain data (`!!int x`, `!!timestamp ...`, `!!binary`, `!!set`) are refused too: their
+    constructors are the ones that raise on odd values, and a dataset yaml has no use for them."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed in a dataset yaml",
+                                              self.peek_event().start_mark)
+        return super().compose_node(parent, index)
 
 
 _DataYamlLoader.yaml_implicit_resolvers = {
     first: [(tag, regexp) for tag, regexp in resolvers if tag == _NULL_TAG]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_DataYamlLoader.yaml_constructors = {  # None: PyYAML's "could not determine a constructor" error for the rest
+    tag: constructor for tag, constructor in yaml.SafeLoader.yaml_constructors.items()
+    if tag in (None, _NULL_TAG, "tag:yaml.org,2002:str", "tag:yaml.org,2002:seq", "tag:yaml.org,2002:map")}
 
 
 def read_data_yaml(path: Path) -> dict[str, Any]:
     """A dataset yaml as a dict: Ultralytics' `path`, `train`, `val`, `test` (a folder, a list file or a list of
     them) and `names` (a list, or a mapping from class index to name). Scalars are strings, empty values None
-    (see `_DataYamlLoader`); an empty file is {}. Invalid YAML is a one-line BetterConvError naming the file."""
+    (see `_DataYamlLoader`); an empty file is {}. Invalid YAML (aliases, explicit tags other than !!str, !!seq,
+    !!map and !!null, nesting deeper than Python's recursion limit included) is a one-line BetterConvError naming
+    the file."""
     text = read_text(path, "dataset yaml")
     try:
         data = yaml.load(text, Loader=_DataYamlLoader)  # a SafeLoader: builds only plain Python data
+    except RecursionError:
+        raise BetterConvError(f"{path}: not valid YAML: nested too deeply") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
@@ -54,17 +70,23 @@ def read_data_yaml(path: Path) -> dict[str, Any]:
 
 
 def _names_from_yaml(value: Any, path: Path) -> list[str]:
+    """A yaml's `names`: a list of names, or a mapping from class index (0, 1, ... without gaps) to name."""
     if isinstance(value, list):
-        return [str(v) for v in value]
-    if isinstance(value, dict):
+        names = list(value)
+    elif isinstance(value, dict):
         try:
-            indices = {int(k): str(v) for k, v in value.items()}
-        except ValueError:
+            indices = {int(k): v for k, v in value.items()}
+        except (ValueError, TypeError):
             raise bad_label(path, None, "names: mapping keys must be class indices 0, 1, ...") from None
         if sorted(indices) != list(range(len(indices))):
             raise bad_label(path, None, f"names: class indices must be 0..{len(indices) - 1} without gaps")
-        return [indices[i] for i in range(len(indices))]
-    raise bad_label(path, None, "names: expected a list or a mapping of class names")
+        names = [indices[i] for i in range(len(indices))]
+    else:
+        raise bad_label(path, None, "names: expected a list or a mapping of class names")
+    wrong = next((i for i, name in enumerate(names) if not isinstance(name, str)), None)
+    if wrong is not None:
+        raise bad_label(path, None, f"names: class {wrong} is {names[wrong]!r:.40}, not a name")
+    return names
 
 
 def read_class_names(path: Path) -> list[str]:
@@ -92,7 +114,7 @@ def yolo_label_path(image: Path) -> Path:
 def parse_yolo_txt(path: Path, image: Path, image_id: str, num_classes: int | None) -> DetectionRecord:
     """One YOLO label file as a record of normalised XYXY boxes. Lines are `class cx cy w h`; Ultralytics'
     polygon lines `class x1 y1 x2 y2 x3 y3 ...` become their bounding box. A missing file means no boxes."""
-    if not path.exists():
+    if file_kind(path) is None:
         return DetectionRecord.empty(image, path, image_id, normalized=True)
     boxes, labels = [], []
     for number, line in enumerate(read_text(path, "label file").splitlines(), 1):
@@ -125,18 +147,19 @@ def _yaml_path_entry(config: dict[str, Any], key: str, path: Path) -> list[str]:
     items = entry if isinstance(entry, list) and key != "path" else [entry]
     if not all(isinstance(item, str) and item for item in items):
         raise BetterConvError(f"{path}: {key} must be a path{' or a list of paths' if key != 'path' else ''}, "
-                              f"got {entry!r}")
+                              f"got {entry!r:.60}")
     return items
 
 
 def _images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if is_image_file(p) and p.is_file())
+    return sorted(p for p in folder.rglob("*") if is_image_file(p) and file_kind(p) == "file")
 
 
-def _image_list(path: Path) -> list[Path]:
-    """Images of a list file (one path per line; relative ones are relative to the list's folder)."""
-    images = [Path(line).expanduser() for line in read_lines(path, "image list")]
-    return [image if image.is_absolute() else path.parent / image for image in images]
+def _image_list(path: Path, root: Path) -> list[Path]:
+    """Images of a list file (one path per line; relative ones are relative to the list's folder), each inside the
+    dataset root (see `betterconv.data.dataset.path_inside`)."""
+    return [path_inside(root, line, path, number, base=path.parent)
+            for number, line in numbered_lines(path, "image list")]
 
 
 class YOLODetection(DetectionDataset):
@@ -144,12 +167,18 @@ class YOLODetection(DetectionDataset):
         * a dataset yaml (Ultralytics: `path`, `train`, `val`, `test`, `names`), given or the only *.yaml in
           root: the `split` key is an image folder, a list file, or a list of them, relative to `path` (or to
           the yaml's folder);
-        * a list file (.txt of image paths, darknet style), whatever the split;
+        * a list file (.txt of image paths, darknet style; relative ones relative to its folder), whatever the
+          split;
         * a folder with images/{split}/ (split "train"/"val" also tries "train2017"/"val2017") or images/.
     Labels are found by `yolo_label_path`; an image without a label file has no boxes. Class names: the
     `class_names` argument, else the yaml's `names`, else classes.txt or a single *.names file in the root, its
     parent or the labels folder, else "class_0".. up to the largest class id in the labels (then class ids are
     not range-checked). image_id = the image's file stem.
+
+    The dataset root is the yaml's folder (or the list file's): `path`, the split entries and the lines of list
+    files must stay inside it, absolute paths included, else the dataset is refused naming the file and line or
+    entry (`betterconv.data.dataset.path_inside`: lexical, so a symlink placed inside the root is followed; put the
+    yaml in the dataset's folder). `~` is not expanded in paths read from these files.
     """
 
     def __init__(self, root: str | Path, split: str = "train", transform: Transform | None = None,
@@ -167,19 +196,20 @@ class YOLODetection(DetectionDataset):
         label_dirs: list[tuple[Path, Path]] = []  # (image folder, label folder) pairs, to find orphan labels
         if yaml_path is not None:
             config = read_data_yaml(yaml_path)
-            base = yaml_path.parent
-            if config.get("path"):  # relative to the yaml's folder unless absolute
-                base = base / Path(_yaml_path_entry(config, "path", yaml_path)[0]).expanduser()
+            base = root  # the yaml's folder: `path` is relative to it (or absolute), and stays inside it
+            if config.get("path"):
+                base = path_inside(root, _yaml_path_entry(config, "path", yaml_path)[0], yaml_path, what="path entry")
             if not config.get(split):
-                raise BetterConvError(f"{yaml_path}: no {split!r} entry (has {', '.join(map(str, config))})")
+                raise BetterConvError(f"{yaml_path}: no {split!r} entry (has {', '.join(map(str, config))[:200]})")
             images = []
             for item in _yaml_path_entry(config, split, yaml_path):
-                target = base / item
-                if target.is_dir():
+                target = path_inside(root, item, yaml_path, base=base, what=f"{split} entry")
+                kind = file_kind(target)
+                if kind == "dir":
                     images += _images_in(target)
                     label_dirs.append((target, yolo_label_path(target / "x.jpg").parent))
-                elif target.is_file():
-                    images += _image_list(target)
+                elif kind == "file":
+                    images += _image_list(target, root)
                 else:
                     raise BetterConvError(f"{yaml_path}: {split} entry {item!r} is neither a folder nor a list "
                                           f"file ({target})")
@@ -187,7 +217,7 @@ class YOLODetection(DetectionDataset):
                 class_names = _names_from_yaml(config["names"], yaml_path)
             source = f"{yaml_path} {split}"
         elif root.is_file():
-            images, source = _image_list(root), str(root)
+            images, source = _image_list(root, root.parent), str(root)
             root = root.parent
         else:
             splits = [split] + ([f"{split}2017"] if split in ("train", "val") else [])
@@ -211,11 +241,12 @@ class YOLODetection(DetectionDataset):
         if class_names is None:
             largest = max((int(r.labels.max()) for r in records if len(r.labels)), default=0)
             class_names = [f"class_{i}" for i in range(largest + 1)]
-        unlabelled = sum(not r.annotation.exists() for r in records)
+        unlabelled = sum(file_kind(r.annotation) is None for r in records)
         if unlabelled:
             notes.append(f"{unlabelled} images without a label file (no boxes)")
         stems = {(im.parent, im.stem) for im in images}
-        orphans = [p for image_dir, label_dir in label_dirs if label_dir.is_dir() and label_dir != image_dir
+        orphans = [p for image_dir, label_dir in label_dirs
+                   if file_kind(label_dir) == "dir" and label_dir != image_dir
                    for p in sorted(label_dir.rglob("*.txt"))
                    if p.name != "classes.txt" and
                    (image_dir / p.parent.relative_to(label_dir), p.stem) not in stems]
