@@ -2,6 +2,8 @@
 ImageNet MobileNetV2 backbone; shapes, anchor split, training signal, exports and saved weights."""
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -102,3 +104,80 @@ def test_three_scale_heads_export_and_save(name, tmp_path):
         assert all(torch.equal(a, b) for a, b in zip(again(x), reference))
     assert again.scales == 3
     load_weights(create_model(name, scales=3, **TINY[name]), tmp_path / "m.safetensors")
+
+
+# --- sliced inference (SAHI) -------------------------------------------------------------------------------------
+
+def centre_box_forward(model, input_size):
+    """Raw outputs that put one confident box of class 0, two cells wide, on the centre cell of every input: after
+    decoding, each tile's detection is centred in that tile."""
+    anchors = model.head_anchors()[0]
+    cells = input_size // 32
+
+    def forward(x):
+        raw = torch.full((x.shape[0], len(anchors), 5 + model.num_classes, cells, cells), -20.0)
+        c = cells // 2
+        raw[:, 0, 0:2, c, c] = 0.0  # sigmoid(0) = 0.5: the centre of the cell
+        raw[:, 0, 2] = torch.log(torch.tensor(2.0) / anchors[0, 0])  # w = 2 cells
+        raw[:, 0, 3] = torch.log(torch.tensor(2.0) / anchors[0, 1])  # h = 2 cells
+        raw[:, 0, 4, c, c] = 20.0  # objectness 1 at the centre cell only
+        raw[:, 0, 5] = 20.0  # class 0
+        return raw.flatten(1, 2)  # (B, A*(5+C), H, W)
+    return forward
+
+
+def test_sliced_detections_land_at_their_tiles_in_image_pixels():
+    import sahi.slicing
+
+    from betterconv.tasks.detection import sliced_detections
+
+    model = create_model("yolov2_tiny", num_classes=2, width_mult=0.25).eval()
+    image = torch.rand(3, 300, 500)
+    out = sliced_detections(centre_box_forward(model, 96), model, image, 96, 160, overlap=0.25, conf_thresh=0.5,
+                            nms_iou=0.99, full_image=False)
+    tiles = sahi.slicing.get_slice_bboxes(300, 500, 160, 160, False, 0.25, 0.25)
+    expected = sorted(((x1 + x2) / 2, (y1 + y2) / 2) for x1, y1, x2, y2 in tiles)
+    centres = sorted(((b[0] + b[2]) / 2, (b[1] + b[3]) / 2) for b in out["boxes"].tolist())
+    # the centre cell of an odd grid (3x3 at 96) is the tile's centre; each box is 2 cells = 2/3 of the tile wide
+    assert len(centres) == len(tiles)
+    for (cx, cy), (ex, ey) in zip(centres, expected):
+        assert abs(cx - ex) < 1e-3 and abs(cy - ey) < 1e-3
+    widths = (out["boxes"][:, 2] - out["boxes"][:, 0]).tolist()
+    assert all(abs(w - 160 * 2 / 3) < 1e-3 for w in widths)
+
+
+def test_one_tile_covering_the_image_is_the_plain_prediction_merged():
+    """A slice larger than the image is one tile, the image itself: the plain prediction, through the merging NMS
+    (which sees the boxes clipped to the image, as sahi's merge does)."""
+    from torchvision.ops import batched_nms
+    from torchvision.transforms.v2.functional import resize
+
+    from betterconv.tasks.detection import model_outputs, postprocess, sliced_detections
+
+    torch.manual_seed(0)
+    model = create_model("yolov2_tiny", num_classes=2, width_mult=0.25).eval()
+    image = torch.rand(3, 120, 150)
+    for full_image in (False, True):  # the whole image again adds only exact duplicates
+        sliced = sliced_detections(model, model, image, 64, 160, conf_thresh=0.05, full_image=full_image)
+        with torch.no_grad():
+            plain = postprocess(model_outputs(model(resize(image, [64, 64], antialias=True)[None])),
+                                model.head_anchors(), 2, 64, 0.05, 0.45, image_sizes=[(120, 150)])[0]
+        keep = batched_nms(plain["boxes"], plain["scores"], plain["labels"], 0.45)
+        assert torch.allclose(sliced["boxes"], plain["boxes"][keep])
+        assert torch.equal(sliced["labels"], plain["labels"][keep])
+
+
+def test_slice_options_in_predict_and_eval(trained_det, tmp_path, cli):
+    data, run = trained_det
+    weights = str(run / "model.safetensors")
+    images = sorted((data / "coco8" / "images" / "val").glob("*.jpg"))[:2]
+    code, out, err = cli("predict", "det", "--weights", weights, "--input-size", "128", "--slice", "256",
+                         "--output", str(tmp_path / "pred"), *map(str, images))
+    assert code == 0, err
+    assert len(json.loads((tmp_path / "pred" / "detections.json").read_text())) >= 0
+    code, out, err = cli("eval", "det", "--weights", weights, "--input-size", "128", "--slice", "256",
+                         "--data", f"yolo:{data / 'coco8'}", "--split", "val", "--json")
+    assert code == 0, err
+    assert set(json.loads(out)) >= {"voc07_map", "coco_map_small", "coco_ar_small"}
+    code, _, err = cli("eval", "det", "--weights", weights, "--slice", "8", "--data", f"yolo:{data / 'coco8'}")
+    assert code == 2 and len(err.strip().splitlines()) == 1

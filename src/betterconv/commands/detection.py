@@ -29,8 +29,8 @@ from ..models import DetRecipe, model_info
 from ..models.info import DARKNET_MEAN, DARKNET_STD
 from ..tasks.anchors import (FASTER_RCNN_SHORT_SIDE, anchors_report, compare_anchors, dataset_boxes,
                              faster_rcnn_anchors, kmeans_anchors)
-from ..tasks.detection import (detect_dataset, evaluate_detector, ground_truth_entry, model_outputs, postprocess,
-                               to_coco_results)
+from ..tasks.detection import (check_slicing, detect_dataset, evaluate_detector, ground_truth_entry, model_outputs,
+                               postprocess, sliced_detections, to_coco_results)
 from ..tasks.detection_metrics import coco_image_ids, evaluate_detections
 from ..tasks.region_loss import DetectionLoss
 from ..tasks.segmentation import palette
@@ -180,6 +180,8 @@ def _load_detector(args: argparse.Namespace) -> nn.Module:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
+    if args.slice:
+        check_slicing(args.slice, args.overlap)
     note = _split_note(args.data, args.split)
     if note:
         warn(note)
@@ -196,7 +198,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
             forward, device = _ncnn_forward(model, args.input_size), torch.device("cpu")
         detections, ground_truth = detect_dataset(model.to(device), dataset, args.input_size, device,
                                                   conf_thresh=args.conf_thresh, max_images=args.max_images,
-                                                  forward=forward)
+                                                  forward=forward, slice_size=args.slice, overlap=args.overlap)
     n = len(detections)
     result = evaluate_detections(detections, ground_truth, dataset.num_classes, class_names=dataset.class_names,
                                  image_ids=dataset.image_ids[:n], category_ids=getattr(dataset, "category_ids", None),
@@ -305,6 +307,8 @@ def _dataset_ids(args: argparse.Namespace, images: list[Path], stems: list[str],
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
+    if args.slice:
+        check_slicing(args.slice, args.overlap)
     # the cheap checks first: nothing is built or written when an output would replace an input
     images = input_images(args.images)
     output = output_folder(args.output)
@@ -322,11 +326,16 @@ def cmd_predict(args: argparse.Namespace) -> None:
     for path, stem in zip(images, stems):
         # photos as displayed; a dataset's images as its loader reads them (its boxes are in raw pixel order)
         image = open_image(path, mode="RGB", exif=not args.data)
-        x = resize_to_input(tv_tensors.Image(pil_to_tensor(image)))[None]  # (1, 3, S, S) in [0, 1], as in eval
-        with torch.no_grad():
-            det = postprocess(model_outputs(forward(x)), model.head_anchors(), model.num_classes, args.input_size,
-                              args.conf_thresh, args.nms_iou, image_sizes=[(image.height, image.width)],
-                              location=getattr(model, "location", "sigmoid"))[0]
+        if args.slice:
+            det = sliced_detections(forward, model, pil_to_tensor(image).float() / 255, args.input_size, args.slice,
+                                    args.overlap, args.conf_thresh, args.nms_iou)
+        else:
+            x = resize_to_input(tv_tensors.Image(pil_to_tensor(image)))[None]  # (1, 3, S, S) in [0, 1], as in eval
+            with torch.no_grad():
+                det = postprocess(model_outputs(forward(x)), model.head_anchors(), model.num_classes,
+                                  args.input_size, args.conf_thresh, args.nms_iou,
+                                  image_sizes=[(image.height, image.width)],
+                                  location=getattr(model, "location", "sigmoid"))[0]
         drawn = image.copy()
         draw = ImageDraw.Draw(drawn)
         for box, score, label in zip(det["boxes"].tolist(), det["scores"].tolist(), det["labels"].tolist()):
@@ -399,6 +408,11 @@ def add_parsers(sub, train_sub, eval_sub, predict_sub) -> None:
         p.add_argument("--engine", choices=("pytorch", "ncnn"), default="pytorch",
                        help="ncnn: export the model to ncnn (float32, checked against PyTorch) and run that, on the "
                             "CPU")
+        p.add_argument("--slice", type=positive_int, metavar="N",
+                       help="sliced inference (SAHI): N x N tiles of the original image, each resized to the input "
+                            "like a whole image, merged with the whole image's detections by NMS")
+        p.add_argument("--overlap", type=float, default=0.2,
+                       help="with --slice: the tiles' overlap, a fraction of their side (default 0.2)")
 
     p = eval_sub.add_parser("det", help="VOC07 11-point and all-point mAP, COCO AP (pycocotools)")
     model_args(p)

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Subset
 from torchvision.ops import batched_nms
+from torchvision.transforms.v2.functional import resize
 from tqdm import tqdm
 
 from ..data.det_transforms import unresize_boxes
@@ -136,6 +137,47 @@ def to_coco_results(detections: Sequence[Mapping[str, torch.Tensor]], image_ids:
     return results
 
 
+def check_slicing(slice_size: int, overlap: float) -> None:
+    """Sliced inference's options: tiles of at least 32 pixels (one stride-32 cell), overlap in [0, 1)."""
+    if isinstance(slice_size, bool) or not isinstance(slice_size, int) or slice_size < 32:
+        raise BetterConvError(f"slice size must be an integer >= 32, got {slice_size!r}")
+    if not 0 <= overlap < 1:
+        raise BetterConvError(f"slice overlap must be in [0, 1), got {overlap!r}")
+
+
+def sliced_detections(forward: Callable[[torch.Tensor], Any], model: torch.nn.Module, image: torch.Tensor,
+                      input_size: int, slice_size: int, overlap: float = 0.2, conf_thresh: float = 0.005,
+                      nms_iou: float = 0.45, max_det: int = 300, full_image: bool = True) -> dict[str, torch.Tensor]:
+    """Sliced inference (SAHI, Akyon et al., ICIP 2022): the image cut into `slice_size` tiles overlapping by
+    `overlap` of their side (sahi's `get_slice_bboxes` lays them out), each tile resized to the network input as a
+    whole image is, its detections moved back into the image; with `full_image` the whole image's detections join
+    them (sahi's "standard prediction"), and class-aware NMS at `nms_iou` merges the lot. A small object covers more
+    input cells in a tile than in the resized image.
+
+    `image`: (3, H, W) float in [0, 1], as the model's eval transform gives it before resizing; `forward` computes
+    the raw outputs (the model itself, or an engine running it); `model` gives anchors, classes and location rule.
+    Returns boxes (D, 4) in pixels of `image`, scores, labels, sorted by score."""
+    import sahi.slicing  # an optional dependency, imported only where slicing is asked for
+
+    check_slicing(slice_size, overlap)
+    _, height, width = image.shape
+    tiles = sahi.slicing.get_slice_bboxes(height, width, slice_size, slice_size, False, overlap, overlap)
+    if full_image:
+        tiles = [[0, 0, width, height], *tiles]
+    crops = torch.stack([resize(image[:, y1:y2, x1:x2], [input_size, input_size], antialias=True)
+                         for x1, y1, x2, y2 in tiles])  # (T, 3, S, S)
+    with torch.no_grad():
+        per_tile = postprocess(model_outputs(forward(crops)), model.head_anchors(), model.num_classes, input_size,
+                               conf_thresh, nms_iou, max_det, location=getattr(model, "location", "sigmoid"),
+                               image_sizes=[(y2 - y1, x2 - x1) for x1, y1, x2, y2 in tiles])
+    offsets = [torch.tensor([x1, y1, x1, y1], dtype=torch.float32) for x1, y1, _, _ in tiles]
+    boxes = torch.cat([d["boxes"].cpu() + o for d, o in zip(per_tile, offsets)])  # (N, 4) in pixels of the image
+    scores = torch.cat([d["scores"].cpu() for d in per_tile])
+    labels = torch.cat([d["labels"].cpu() for d in per_tile])
+    keep = nms_best(boxes, scores, labels, nms_iou, max_det)
+    return {"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]}
+
+
 def ground_truth_entry(target: Mapping[str, Any], boxes: torch.Tensor) -> dict[str, Any]:
     """A dataset target as `evaluate_detections` takes ground truth: `boxes` in pixels of the original image, the
     labels, VOC's difficult flags and, for COCO data, each object's own area (the official size rule)."""
@@ -148,15 +190,29 @@ def ground_truth_entry(target: Mapping[str, Any], boxes: torch.Tensor) -> dict[s
 def detect_dataset(model: torch.nn.Module, dataset, input_size: int, device: torch.device | str = "cpu",
                    conf_thresh: float = 0.005, nms_iou: float = 0.45, batch_size: int = 8,
                    max_images: int | None = None, progress: bool = True,
-                   forward: Callable[[torch.Tensor], Any] | None = None) -> tuple[list[dict], list[dict]]:
+                   forward: Callable[[torch.Tensor], Any] | None = None, slice_size: int | None = None,
+                   overlap: float = 0.2) -> tuple[list[dict], list[dict]]:
     """Run a YOLOv2-style model over `dataset` (whose transform is `eval_transform(input_size)`, a plain resize).
     `forward` computes the raw outputs in the model's place (an `NcnnModel` of it, say); the model still gives the
-    anchors, classes and location rule.
+    anchors, classes and location rule. `slice_size`: sliced inference (`sliced_detections`) on the untransformed
+    images instead.
 
     Returns per image the detections and the ground truth, both in pixels of the original image."""
     module = model.module if hasattr(model, "module") else model
     was_training = module.training
     module.eval()
+    if slice_size is not None:
+        count = len(dataset) if max_images is None else min(max_images, len(dataset))
+        detections, ground_truth = [], []
+        for i in tqdm(range(count), desc="detecting (sliced)", unit="img", disable=not progress, leave=False):
+            image, target = dataset.load(i)  # untransformed: uint8 (3, H, W), boxes in its pixels
+            x = image.to(device).float() / 255
+            det = sliced_detections(forward or module, module, x, input_size, slice_size, overlap, conf_thresh,
+                                    nms_iou)
+            detections.append(det)
+            ground_truth.append(ground_truth_entry(target, torch.as_tensor(target["boxes"]).float()))
+        module.train(was_training)
+        return detections, ground_truth
     subset = dataset if max_images is None else Subset(dataset, range(min(max_images, len(dataset))))
     loader = DataLoader(subset, batch_size, collate_fn=collate_detection)
     detections, ground_truth = [], []
