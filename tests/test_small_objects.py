@@ -181,3 +181,31 @@ def test_slice_options_in_predict_and_eval(trained_det, tmp_path, cli):
     assert set(json.loads(out)) >= {"voc07_map", "coco_map_small", "coco_ar_small"}
     code, _, err = cli("eval", "det", "--weights", weights, "--slice", "8", "--data", f"yolo:{data / 'coco8'}")
     assert code == 2 and len(err.strip().splitlines()) == 1
+
+
+def test_mobilenet_v2_detector_normalises_its_own_input():
+    """Detectors take x / 255; the MobileNetV2 detector's first layer maps it to its backbone weights'
+    normalisation (ImageNet statistics, or TensorFlow's x / 127.5 - 1), exactly, as a trainable 1x1 depthwise conv."""
+    x = torch.rand(1, 3, 64, 64)
+    for name, mean, std in (("imagenet", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+                            ("tensorflow", (0.5,) * 3, (0.5,) * 3)):
+        model = create_model("yolov2_mobilenet_v2", input_normalization=name, **TINY["yolov2_mobilenet_v2"])
+        expected = (x - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
+        assert torch.allclose(model.input_norm(x), expected, atol=1e-6)
+    with pytest.raises(Exception, match="input_normalization must be one of"):
+        create_model("yolov2_mobilenet_v2", input_normalization="caffe", **TINY["yolov2_mobilenet_v2"])
+
+
+def test_train_det_takes_the_tflite_backbone_with_its_padding_and_normalisation(shared_data, tmp_path, cli):
+    tflite = shared_data / "coral" / "mobilenet_v2_1.0_224_quant.tflite"
+    if not tflite.is_file():
+        pytest.skip(f"{tflite} is absent")
+    code, out, err = cli("train", "det", "--model", "yolov2_mobilenet_v2", "--arg", "scales=3", "--arg",
+                         "head_channels=32", "--data", f"yolo:{shared_data / 'coco8'}", "--backbone-weights",
+                         str(tflite), "--epochs", "1", "--batch-size", "2", "--input-size", "128",
+                         "--no-multiscale", "--max-steps-per-epoch", "1", "--workers", "0", "--eval-images", "2",
+                         "--output", str(tmp_path / "run"))
+    assert code == 0, err
+    model = create_model("yolov2_mobilenet_v2", weights=tmp_path / "run" / "model.safetensors")
+    assert model.model_kwargs["padding"] == "tf_same" and model.model_kwargs["input_normalization"] == "tensorflow"
+    assert model.scales == 3 and "backbone:" in out + err

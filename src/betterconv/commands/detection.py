@@ -25,8 +25,8 @@ from ..deploy import NcnnModel, export_ncnn
 from ..engine import Trainer, TrainConfig, prepare_output
 from ..data.images import open_image
 from ..errors import BetterConvError
-from ..models import DetRecipe, model_info
-from ..models.info import DARKNET_MEAN, DARKNET_STD
+from ..models import DetRecipe, model_arguments, model_info
+from ..models.info import DARKNET_MEAN, DARKNET_STD, TF_MEAN
 from ..tasks.anchors import (FASTER_RCNN_SHORT_SIDE, anchors_report, compare_anchors, dataset_boxes,
                              faster_rcnn_anchors, kmeans_anchors)
 from ..tasks.detection import (check_slicing, detect_dataset, evaluate_detector, ground_truth_entry, model_outputs,
@@ -34,7 +34,7 @@ from ..tasks.detection import (check_slicing, detect_dataset, evaluate_detector,
 from ..tasks.detection_metrics import coco_image_ids, evaluate_detections
 from ..tasks.region_loss import DetectionLoss
 from ..tasks.segmentation import palette
-from ..weights import backbone_classifier, create_model, save_weights, weights_preprocessing
+from ..weights import backbone_classifier, backbone_keywords, create_model, save_weights, weights_preprocessing
 from ._common import (TRAIN_NUMBERS, add_data_arguments, add_model_arguments, add_run_arguments,
                       add_train_arguments, device_for, init_from, load_backbone, load_model,
                       parse_model_args, positive_int, report_skipped)
@@ -113,10 +113,19 @@ def build_detector(args: argparse.Namespace, dataset) -> nn.Module:
     """`--model` for the dataset's classes with the `--anchors` asked for, its backbone from `--backbone-weights`
     or all of it from `--init-from`."""
     kwargs = {"num_classes": dataset.num_classes, **_anchor_kwargs(args, dataset), **parse_model_args(args.arg)}
-    model = create_model(args.model, **kwargs)
+    classifier = None
     if args.backbone_weights:
-        load_backbone(model, backbone_classifier(args.model, args.backbone_weights, args.trusted),
-                                 args.backbone_weights)
+        classifier = backbone_classifier(args.model, args.backbone_weights, args.trusted)
+        # what the classifier's weights impose (TensorFlow padding) and, for a detector that normalises its own
+        # input, the normalisation they were trained with; --arg still wins
+        implied = backbone_keywords(args.model, classifier)
+        if "input_normalization" in model_arguments(args.model):
+            mean = weights_preprocessing(model_info(args.model).backbone_classifier, args.backbone_weights)["mean"]
+            implied["input_normalization"] = "tensorflow" if tuple(mean) == TF_MEAN else "imagenet"
+        kwargs = {**implied, **kwargs}
+    model = create_model(args.model, **kwargs)
+    if classifier is not None:
+        load_backbone(model, classifier, args.backbone_weights)
     if args.init_from:
         init_from(model, args.init_from, args.trusted)
     return model

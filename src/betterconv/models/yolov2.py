@@ -40,7 +40,7 @@ from ..errors import BetterConvError
 from ..layers import Reorg
 from ._features import FeatureInfo, make_divisible
 from ._registry import register_model
-from .info import DARKNET_MEAN, DARKNET_STD, DetRecipe, ModelInfo
+from .info import DARKNET_MEAN, DARKNET_STD, IMAGENET_MEAN, IMAGENET_STD, TF_MEAN, TF_STD, DetRecipe, ModelInfo
 from .darknet import DARKNET19_STAGES, Darknet, DarknetMaxPool, darknet_conv, init_darknet_weights
 from .mobilenet_v2 import MobileNetV2
 
@@ -55,6 +55,8 @@ def check_location(location: str) -> str:
     return location
 
 
+# the input normalisations a MobileNetV2 backbone's ImageNet weights expect (in [0, 1] units)
+INPUT_NORMALIZATIONS = {"imagenet": (IMAGENET_MEAN, IMAGENET_STD), "tensorflow": (TF_MEAN, TF_STD)}
 VOC_ANCHORS = ((1.3221, 1.73145), (3.19275, 4.00944), (5.05587, 8.09892), (9.47112, 4.84053), (11.2364, 10.0071))
 
 
@@ -239,8 +241,20 @@ class YOLOv2MobileNetV2(_YOLOv2Base):
 
     def __init__(self, num_classes: int = 20, anchors: Sequence[tuple[float, float]] = VOC_ANCHORS,
                  scales: int = 1, passthrough: bool = True, width_mult: float = 1.0, head_channels: int = 256,
-                 padding: str | None = None, location: str = "sigmoid") -> None:
+                 padding: str | None = None, location: str = "sigmoid", input_normalization: str = "imagenet"
+                 ) -> None:
         super().__init__(num_classes, anchors, location)
+        if input_normalization not in INPUT_NORMALIZATIONS:
+            raise BetterConvError(f"{self.name} input_normalization must be one of "
+                                  f"{', '.join(INPUT_NORMALIZATIONS)}, got {input_normalization!r}")
+        # detectors take darknet's x / 255; the ImageNet backbone was trained on normalised input: a per-channel
+        # affine map (a 1x1 depthwise conv, exact at any padding, mapped by every exporter), starting at the
+        # backbone weights' normalisation and trained with the rest
+        mean, std = (torch.tensor(v) for v in INPUT_NORMALIZATIONS[input_normalization])
+        self.input_norm = nn.Conv2d(3, 3, 1, groups=3)
+        with torch.no_grad():
+            self.input_norm.weight.copy_((1 / std).reshape(3, 1, 1, 1))
+            self.input_norm.bias.copy_(-mean / std)
         if isinstance(head_channels, bool) or not isinstance(head_channels, int) or head_channels < 8:
             raise BetterConvError(f"{self.name} head_channels must be an integer >= 8, got {head_channels!r}")
         self.backbone = MobileNetV2(num_classes=None, width_mult=width_mult, padding=padding)
@@ -250,6 +264,9 @@ class YOLOv2MobileNetV2(_YOLOv2Base):
 
     def head_anchors(self) -> list[torch.Tensor]:
         return self.pyramid.head_anchors(self.anchors)
+
+    def forward_features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.backbone.forward_features(self.input_norm(x))  # x / 255 -> the backbone's normalisation
 
     forward = YOLOv2.forward
 
@@ -305,9 +322,12 @@ def yolov2_tiny(*, num_classes: int = 20, anchors: Sequence[tuple[float, float]]
                           backbone_classifier="mobilenet_v2", peer_note=_NO_PEER))
 def yolov2_mobilenet_v2(*, num_classes: int = 20, anchors: Sequence[tuple[float, float]] | None = None,
                         scales: int = 1, passthrough: bool = True, width_mult: float = 1.0, head_channels: int = 256,
-                        padding: str | None = None, location: str = "sigmoid") -> YOLOv2MobileNetV2:
+                        padding: str | None = None, location: str = "sigmoid",
+                        input_normalization: str = "imagenet") -> YOLOv2MobileNetV2:
     """YOLOv2's head on MobileNetV2 (`YOLOv2MobileNetV2`); `scales=3` predicts at strides 32, 16 and 8 (YOLOv3
-    §2.3). `padding="tf_same"` takes the TFLite MobileNetV2's backbone weights."""
+    §2.3). `padding="tf_same"` and `input_normalization="tensorflow"` (x / 127.5 - 1) suit the TFLite MobileNetV2's
+    backbone weights; "imagenet" (the default) suits torchvision's."""
     return YOLOv2MobileNetV2(num_classes=num_classes, anchors=VOC_ANCHORS if anchors is None else anchors,
                              scales=scales, passthrough=passthrough, width_mult=width_mult,
-                             head_channels=head_channels, padding=padding, location=location)
+                             head_channels=head_channels, padding=padding, location=location,
+                             input_normalization=input_normalization)
