@@ -59,7 +59,8 @@ def train_argv(args: argparse.Namespace, name: str, run: Path, epochs: int) -> l
     argv = ["train", "det", "--model", args.model, "--data", args.data, "--train-split", args.train_split,
             "--val-split", args.val_split, "--input-size", str(args.input_size), "--epochs", str(epochs),
             "--batch-size", str(args.batch_size), "--eval-every", str(epochs + 1), "--workers", str(args.workers),
-            "--output", str(run), "--resume", *options, *args.train_args.split()]
+            "--output", str(run), *(["--resume"] if (run / "last.pt").is_file() else []), *options,
+            *args.train_args.split()]
     for key, value in model_kwargs(args, name).items():
         argv += ["--arg", f"{key}={value}"]
     for extra in args.arg:
