@@ -6,7 +6,7 @@ import os
 import sys
 from importlib import metadata
 
-from .commands import bench, classification, convert, detection, export, heatmap, models, segmentation
+from .commands import analyze, bench, classification, convert, detection, export, heatmap, models, segmentation
 from .commands._common import Parser, add_task_groups
 from .errors import BetterConvError, first_line
 
@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     detection.add_parsers(sub, train_sub, eval_sub, predict_sub)
     export.add_parsers(sub)
     bench.add_parsers(sub)
+    analyze.add_parsers(sub)
     return parser
 
 

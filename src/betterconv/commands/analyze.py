@@ -1,0 +1,84 @@
+"""`betterconv analyze gridding`: the holes a stack of dilated convolutions leaves in its receptive field (the survey's
+Fig. 14; hybrid dilated convolution, Wang et al. WACV 2018 §3.2)."""
+from __future__ import annotations
+
+import argparse
+import json
+from functools import partial
+from pathlib import Path
+
+from ..analysis.gridding import check_rates, gridding_png, gridding_report, path_counts, suggest_rates
+from ..errors import BetterConvError
+from ..files import write_atomic
+from ._common import Parser, check_suffix, positive_int
+
+
+def parse_rates(text: str) -> tuple[int, ...]:
+    """'2,2,2' -> (2, 2, 2); an empty list, a non-integer or a rate below 1 is a one-line `BetterConvError`."""
+    parts = [p.strip() for p in text.split(",")]
+    if not text.strip() or any(not p for p in parts):
+        raise BetterConvError(f"--rates takes comma-separated integers >= 1 (2,2,2), got {text!r}")
+    try:
+        rates = tuple(int(p) for p in parts)
+    except ValueError:
+        raise BetterConvError(f"--rates takes comma-separated integers >= 1 (2,2,2), got {text!r}") from None
+    if any(r < 1 for r in rates):
+        raise BetterConvError(f"--rates: dilation rates must be >= 1, got {text!r}")
+    return rates
+
+
+def cmd_gridding(args: argparse.Namespace) -> None:
+    rates = check_rates(parse_rates(args.rates), args.kernel)
+    if args.max_rate is not None and args.suggest is None:
+        raise BetterConvError("--max-rate goes with --suggest N")
+    if args.suggest is not None and args.max_rate is None:
+        raise BetterConvError("--suggest N needs --max-rate R (the largest rate to try)")
+    if args.output:
+        check_suffix(args.output, (".png",), "the path-count heat-map")
+    report = gridding_report(rates, args.kernel)
+    if args.suggest is not None:
+        report["suggested_rates"] = list(suggest_rates(args.suggest, args.max_rate, args.kernel))
+    if args.output:
+        counts = path_counts(rates, args.kernel)
+        title = (f"rates {','.join(map(str, rates))}, {args.kernel}x{args.kernel}: "
+                 f"{report['holes_fraction']:.0%} holes")
+        write_atomic(Path(args.output), gridding_png(counts, title))
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return
+    print(f"rates {','.join(map(str, rates))} with {args.kernel}x{args.kernel} kernels: receptive field "
+          f"{report['receptive_field']}x{report['receptive_field']}")
+    print(f"holes: {report['holes_fraction']:.1%} of the receptive field reached by no path")
+    print(f"coverage CV (std / mean of the path counts of reached pixels): {report['coverage_cv']:.3f}")
+    print(f"HDC (Wang et al. 2018 §3.2): {'satisfied' if report['hdc'] else 'not satisfied'}")
+    if "suggested_rates" in report:
+        print(f"suggested rates ({args.suggest} layers, up to {args.max_rate}): "
+              f"{','.join(map(str, report['suggested_rates']))}")
+    if args.output:
+        print(f"wrote {args.output}")
+
+
+def odd_kernel(text: str) -> int:
+    """argparse `type=`: an odd integer >= 1."""
+    value = positive_int(text, what="--kernel")
+    if value % 2 == 0:
+        raise argparse.ArgumentTypeError(f"--kernel must be odd, got {text!r}")
+    return value
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    """Register `analyze` (and its `gridding` sub-command) on the top-level sub-command parsers."""
+    p = sub.add_parser("analyze", help="analyses of layer designs (gridding of dilated convolutions)")
+    analyze_sub = p.add_subparsers(dest="analysis", required=True, parser_class=Parser)
+
+    g = analyze_sub.add_parser("gridding", help="paths from each input pixel through a stack of dilated "
+                               "convolutions: holes, coverage and the HDC condition (survey Fig. 14)")
+    g.add_argument("--rates", required=True, help="comma-separated dilation rates, input side first (2,2,2)")
+    g.add_argument("--kernel", type=odd_kernel, default=3, help="kernel size, odd (default: 3)")
+    g.add_argument("--output", help="write the path-count heat-map to this .png file")
+    g.add_argument("--json", action="store_true", help="print JSON")
+    g.add_argument("--suggest", type=partial(positive_int, what="--suggest"), metavar="N",
+                   help="also suggest N rates satisfying HDC without holes, with the largest receptive field")
+    g.add_argument("--max-rate", type=partial(positive_int, what="--max-rate"), metavar="R",
+                   help="the largest rate --suggest tries")
+    g.set_defaults(func=cmd_gridding)
