@@ -1,5 +1,6 @@
 """`betterconv analyze gridding`: the holes a stack of dilated convolutions leaves in its receptive field (the survey's
-Fig. 14; hybrid dilated convolution, Wang et al. WACV 2018 §3.2)."""
+Fig. 14; hybrid dilated convolution, Wang et al. WACV 2018 §3.2). `betterconv analyze aspp`: the share of an atrous
+filter's taps inside the feature map per rate (DeepLabv3 §3.3, Fig. 4)."""
 from __future__ import annotations
 
 import argparse
@@ -7,10 +8,12 @@ import json
 from functools import partial
 from pathlib import Path
 
+from ..analysis.aspp import aspp_report, model_aspp_report
 from ..analysis.gridding import check_rates, gridding_png, gridding_report, path_counts, suggest_rates
 from ..errors import BetterConvError
 from ..files import write_atomic
-from ._common import Parser, check_suffix, positive_int
+from ..weights import create_model
+from ._common import Parser, add_arg_option, check_suffix, parse_model_args, positive_int
 
 
 def parse_rates(text: str) -> tuple[int, ...]:
@@ -58,6 +61,46 @@ def cmd_gridding(args: argparse.Namespace) -> None:
         print(f"wrote {args.output}")
 
 
+def print_rate_rows(rows: list[dict], kernel: int) -> None:
+    print(f"{'rate':>6}  {'valid weights':>13}  {'centre only':>11}   ({kernel}x{kernel} atrous filter, zero padding)")
+    for row in rows:
+        print(f"{row['rate']:>6}  {row['valid_weight_fraction']:>13.1%}  {row['center_only_fraction']:>11.1%}")
+
+
+def cmd_aspp(args: argparse.Namespace) -> None:
+    if args.model is not None:
+        if args.feature_size is not None or args.rates is not None or args.kernel is not None:
+            raise BetterConvError("--model takes the rates, kernel and feature size from the model; "
+                                  "drop --feature-size, --rates and --kernel")
+        if args.input_size is None:
+            raise BetterConvError("--model needs --input-size H W")
+        model = create_model(args.model, **parse_model_args(args.arg))
+        report = {"model": args.model, **model_aspp_report(model, args.input_size)}
+        if args.json:
+            print(json.dumps(report, indent=2))
+            return
+        h, w = report["feature_size"]
+        print(f"{args.model} at {args.input_size[0]}x{args.input_size[1]}: ASPP sees a {h}x{w} feature map")
+        if report["rates"]:
+            print_rate_rows(report["rates"], report["kernel"])
+        else:
+            print("no atrous branches")
+        for branch in report["other_branches"]:
+            print(f"also: {branch}")
+        return
+    if args.input_size is not None or args.arg:
+        raise BetterConvError("--input-size and --arg go with --model")
+    if args.feature_size is None or args.rates is None:
+        raise BetterConvError("give --feature-size N and --rates R1,R2,... (or --model NAME --input-size H W)")
+    kernel = 3 if args.kernel is None else args.kernel
+    report = aspp_report(args.feature_size, parse_rates(args.rates), kernel)
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return
+    print(f"feature map {args.feature_size}x{args.feature_size} (DeepLabv3 §3.3, Fig. 4)")
+    print_rate_rows(report["rates"], kernel)
+
+
 def odd_kernel(text: str) -> int:
     """argparse `type=`: an odd integer >= 1."""
     value = positive_int(text, what="--kernel")
@@ -67,8 +110,9 @@ def odd_kernel(text: str) -> int:
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    """Register `analyze` (and its `gridding` sub-command) on the top-level sub-command parsers."""
-    p = sub.add_parser("analyze", help="analyses of layer designs (gridding of dilated convolutions)")
+    """Register `analyze` (and its `gridding` and `aspp` sub-commands) on the top-level sub-command parsers."""
+    p = sub.add_parser("analyze", help="analyses of layer designs (gridding of dilated convolutions, "
+                       "ASPP's valid weights)")
     analyze_sub = p.add_subparsers(dest="analysis", required=True, parser_class=Parser)
 
     g = analyze_sub.add_parser("gridding", help="paths from each input pixel through a stack of dilated "
@@ -82,3 +126,16 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--max-rate", type=partial(positive_int, what="--max-rate"), metavar="R",
                    help="the largest rate --suggest tries")
     g.set_defaults(func=cmd_gridding)
+
+    a = analyze_sub.add_parser("aspp", help="share of a 3x3 atrous filter's taps inside the feature map per rate "
+                               "(DeepLabv3 §3.3, Fig. 4): a large rate degenerates to a 1x1 filter")
+    a.add_argument("--feature-size", type=partial(positive_int, what="--feature-size"), metavar="N",
+                   help="side of the square feature map")
+    a.add_argument("--rates", help="comma-separated atrous rates (1,6,12,18)")
+    a.add_argument("--kernel", type=odd_kernel, help="kernel size, odd (default: 3)")
+    a.add_argument("--model", help="a registered model with an ASPP module (deeplabv3_resnet50, ...)")
+    a.add_argument("--input-size", type=partial(positive_int, what="--input-size"), nargs=2, metavar=("H", "W"),
+                   help="input image size for --model")
+    add_arg_option(a)
+    a.add_argument("--json", action="store_true", help="print JSON")
+    a.set_defaults(func=cmd_aspp)
