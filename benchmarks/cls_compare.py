@@ -134,7 +134,7 @@ def main() -> None:
             argv = ["train", "cls", "--model", name, "--data", spec, "--input-size", str(size), "--epochs",
                     str(epochs), "--batch-size", str(args.batch_size), "--optimizer", "sgd", "--schedule", "cosine",
                     "--lr", str(args.lr), "--weight-decay", "4e-5", "--eval-every", str(epochs), "--output", str(run),
-                    "--resume", "--channels-last", "--workers", "1"]
+                    *(["--resume"] if (run / "last.pt").is_file() else []), "--channels-last", "--workers", "1"]
             if args.max_steps_per_epoch:
                 argv += ["--max-steps-per-epoch", str(args.max_steps_per_epoch)]
             for key, value in kwargs.items():

@@ -62,7 +62,7 @@ def main() -> None:
             "--arg", f"width_mult={args.width_mult}", "--optimizer", "adamw", "--lr", str(args.lr),
             "--schedule", "cosine", "--warmup-steps", "50", "--batch-size", str(args.batch_size),
             "--epochs", str(args.epochs), "--eval-every", str(args.eval_every), "--output", args.output,
-            "--resume", "--workers", "1"]
+            *(["--resume"] if (Path(args.output) / "last.pt").is_file() else []), "--workers", "1"]
     if args.max_steps_per_epoch:
         argv += ["--max-steps-per-epoch", str(args.max_steps_per_epoch)]
     started = time.time()

@@ -80,7 +80,8 @@ def main() -> None:
             "--epochs", str(args.epochs), "--crop-size", str(args.crop_size), "--batch-size", str(args.batch_size),
             "--lr", str(args.lr), "--momentum", "0.9", "--schedule", "poly", "--weight-decay", "4e-5",
             "--eval-images", str(args.eval_images), "--workers", str(args.workers),
-            "--channels-last", "--output", str(run), "--resume", "--class-weights", args.class_weights]
+            "--channels-last", "--output", str(run), *(["--resume"] if (run / "last.pt").is_file() else []),
+            "--class-weights", args.class_weights]
     if args.grad_clip:
         argv += ["--grad-clip", str(args.grad_clip)]
     if args.warmup_steps:
