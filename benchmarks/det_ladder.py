@@ -31,12 +31,12 @@ import math
 import os
 import platform
 import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import torch
+from side_by_side import run_side_by_side  # benchmarks/side_by_side.py, beside this script
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -80,30 +80,7 @@ def model_kwargs(args: argparse.Namespace, name: str) -> dict:
 def train_rungs(args: argparse.Namespace, names: list[str], folder: Path, epochs: int) -> dict[str, float]:
     """Train `names` with `args.jobs` at a time, each in its own process logging to <run>/train.log; the wall
     seconds each one took."""
-    pending, running, seconds = list(names), {}, {}
-    while pending or running:
-        while pending and len(running) < args.jobs:
-            name = pending.pop(0)
-            run = folder / name
-            run.mkdir(parents=True, exist_ok=True)
-            log = open(run / "train.log", "w")
-            cmd = [sys.executable, "-m", "betterconv", *train_argv(args, name, run, epochs)]
-            running[name] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), log, time.time())
-            print(f"started {name}: {' '.join(cmd[3:])}", flush=True)
-        time.sleep(2)
-        for name, (proc, log, started) in list(running.items()):
-            if proc.poll() is None:
-                continue
-            log.close()
-            del running[name]
-            if proc.returncode:
-                for other, _, _ in running.values():
-                    other.kill()
-                tail = (folder / name / "train.log").read_text(errors="replace").replace("\r", "\n")
-                sys.exit(f"rung {name}: training failed (exit {proc.returncode}):\n" + tail[-3000:])
-            seconds[name] = time.time() - started
-            print(f"finished {name} in {seconds[name]:.0f} s", flush=True)
-    return seconds
+    return run_side_by_side(names, lambda name, run: train_argv(args, name, run, epochs), folder, args.jobs)
 
 
 def main() -> None:

@@ -74,7 +74,6 @@ import math
 import os
 import shlex
 import statistics
-import subprocess
 import sys
 import tempfile
 import textwrap
@@ -83,10 +82,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from side_by_side import run_side_by_side  # benchmarks/side_by_side.py, beside this script
 from torchvision.ops import box_iou
 from torchvision.transforms.v2.functional import resize
 
 from betterconv import create_model, profile
+from betterconv.analysis.timing import cpu_model
 from betterconv.data.det_transforms import eval_transform
 from betterconv.data.detection import detection_dataset
 from betterconv.files import write_atomic
@@ -139,31 +140,9 @@ def train_all(args: argparse.Namespace, jobs: list[dict], folder: Path, epochs: 
     env = dict(os.environ)
     if not torch.cuda.is_available() and "OMP_NUM_THREADS" not in env:  # the cores shared by the side-by-side jobs
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // max(1, min(args.jobs, len(jobs)))))
-    pending, running, seconds = list(jobs), {}, {}
-    while pending or running:
-        while pending and len(running) < args.jobs:
-            job = pending.pop(0)
-            run = folder / job["name"]
-            run.mkdir(parents=True, exist_ok=True)
-            log = open(run / "train.log", "w")
-            cmd = [sys.executable, "-m", "betterconv", *train_argv(args, job, run, epochs)]
-            running[job["name"]] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log,
-                                    time.time())
-            print(f"started {job['name']}: {shlex.join(cmd[3:])}", flush=True)
-        time.sleep(1)
-        for name, (proc, log, started) in list(running.items()):
-            if proc.poll() is None:
-                continue
-            log.close()
-            del running[name]
-            if proc.returncode:
-                for other, _, _ in running.values():
-                    other.kill()
-                tail = (folder / name / "train.log").read_text(errors="replace").replace("\r", "\n")
-                sys.exit(f"{name}: training failed (exit {proc.returncode}):\n" + tail[-3000:])
-            seconds[name] = round(time.time() - started, 1)
-            print(f"finished {name} in {seconds[name]:.0f} s", flush=True)
-    return seconds
+    by_name = {job["name"]: job for job in jobs}
+    return run_side_by_side(list(by_name), lambda name, run: train_argv(args, by_name[name], run, epochs), folder,
+                            args.jobs, env)
 
 
 def makespan(durations: list[float], slots: int) -> float:
@@ -258,17 +237,6 @@ def spread(values: list) -> dict:
         return {"mean": None, "min": None, "max": None, "std": None, "n": 0}
     return {"mean": statistics.fmean(present), "min": min(present), "max": max(present),
             "std": statistics.stdev(present) if len(present) > 1 else 0.0, "n": len(present)}
-
-
-def cpu_model_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-    return platform.processor() or platform.machine()
 
 
 def plot(summary: list[dict], backbones: list[str], path: Path, title: str) -> None:
@@ -471,7 +439,7 @@ def main() -> None:
         "command": "python " + shlex.join(sys.argv),
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "smoke": args.smoke,
-        "machine": {"cpu": cpu_model_name(), "logical_cpus": os.cpu_count(), "torch": torch.__version__,
+        "machine": {"cpu": cpu_model(), "logical_cpus": os.cpu_count(), "torch": torch.__version__,
                     "device": gpu or "cpu", "timing_device": "cpu", "timing_threads": torch.get_num_threads(),
                     "load_average": os.getloadavg()},
         "budget": {"time_budget": args.time_budget, "epochs": epochs, "probe": probe, "jobs": args.jobs,
