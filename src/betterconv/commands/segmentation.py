@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import re
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -151,6 +152,16 @@ def _segmenter(args: argparse.Namespace) -> tuple[nn.Module, dict[str, Any]]:
     return (FixedInputSize(model, size) if size else model).to(device_for(args.device)), pre
 
 
+def trimap_widths(text: str) -> tuple[int, ...]:
+    """argparse `type=` of `--trimap`: comma-separated band widths, each an integer >= 1."""
+    parts = text.split(",")
+    # ASCII digits only: int() would also take "+4", "4_0" and other scripts' digits
+    if not all(re.fullmatch(r"\s*[0-9]+\s*", p) and int(p) >= 1 for p in parts):
+        raise argparse.ArgumentTypeError(f"band widths are comma-separated integers >= 1 (pixels), e.g. "
+                                         f"2,4,8,16,32; got {text!r}")
+    return tuple(sorted({int(p) for p in parts}))
+
+
 class _FirstImages:
     """The first `count` samples of a segmentation dataset, as `evaluate_prediction_files` reads them."""
 
@@ -175,10 +186,12 @@ def cmd_eval(args: argparse.Namespace) -> None:
                              f"{args.data} {args.split}", args.json)
     count = min(args.max_images or len(dataset), len(dataset))
     if args.predictions:
-        result = evaluate_prediction_files(Path(args.predictions), _FirstImages(dataset, count), dataset.num_classes)
+        result = evaluate_prediction_files(Path(args.predictions), _FirstImages(dataset, count), dataset.num_classes,
+                                           trimap_widths=args.trimap)
     else:
         result = evaluate_segmentation(model, dataset, dataset.num_classes, device_for(args.device),
-                                       scales=parse_floats(args.scales), flip=args.flip, max_images=count)
+                                       scales=parse_floats(args.scales), flip=args.flip, max_images=count,
+                                       trimap_widths=args.trimap)
     result["class_names"] = list(dataset.class_names)
     result["num_images"] = count
     if args.json:
@@ -186,6 +199,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
         return
     print(f"mIoU {100 * result['miou']:.2f}   pixel accuracy {100 * result['pixel_acc']:.2f}   "
           f"boundary F {100 * result['boundary_f']:.2f}   ({count} images of {args.data} {args.split})")
+    for width, miou in (result["trimap"] or {}).items():
+        print(f"trimap mIoU within {width:>3s} px of a true boundary: {'-' if miou is None else f'{100 * miou:.2f}'}")
     for name, iou in zip(dataset.class_names, result["per_class_iou"]):
         print(f"  {name:16s} {'-' if iou is None else f'{100 * iou:.2f}'}")
 
@@ -259,6 +274,10 @@ def add_parsers(train_sub, eval_sub, predict_sub) -> None:
     p.add_argument("--split", default="val", help="the split to evaluate (default: val)")
     p.add_argument("--predictions", help="folder of label PNGs (<image stem>.png) to evaluate instead of a model")
     p.add_argument("--max-images", type=int, help="evaluate the first N images only")
+    p.add_argument("--trimap", type=trimap_widths, default=(), metavar="W1,W2,...",
+                   help="also the trimap mIoU (DeepLab §4.1): mIoU of the pixels within W pixels (Euclidean) of a "
+                        "ground-truth boundary, per W; widths are in pixels of the label maps, at whose full "
+                        "resolution evaluation happens (JSON: \"trimap\": {\"W\": mIoU})")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_eval)
 

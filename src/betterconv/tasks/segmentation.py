@@ -81,12 +81,15 @@ def predict_probabilities(model: nn.Module, image: torch.Tensor, scales: Sequenc
 
 def evaluate_segmentation(model: nn.Module, dataset, num_classes: int, device: torch.device | str = "cpu",
                           scales: Sequence[float] = (1.0,), flip: bool = False, max_images: int | None = None,
-                          boundary_tolerance: int = 2, progress: bool = True) -> dict:
-    """mIoU, pixel accuracy, per-class IoU and boundary F over `dataset` (one image at a time, full resolution)."""
+                          boundary_tolerance: int = 2, progress: bool = True,
+                          trimap_widths: Sequence[int] = ()) -> dict:
+    """mIoU, pixel accuracy, per-class IoU, boundary F and trimap mIoU at `trimap_widths` over `dataset` (one image
+    at a time, full resolution)."""
     device = torch.device(device)
     was_training = model.training
     model.eval()
-    metric = SegmentationMetric(num_classes, ignore_index=IGNORE_INDEX, boundary_tolerance=boundary_tolerance)
+    metric = SegmentationMetric(num_classes, ignore_index=IGNORE_INDEX, boundary_tolerance=boundary_tolerance,
+                                trimap_widths=trimap_widths)
     count = len(dataset) if max_images is None else min(max_images, len(dataset))
     with tqdm(total=count, desc="evaluating", unit="img", disable=not progress, leave=False) as bar:
         for i in range(count):
@@ -98,9 +101,11 @@ def evaluate_segmentation(model: nn.Module, dataset, num_classes: int, device: t
     return metric.compute()
 
 
-def evaluate_prediction_files(predictions: Path, dataset, num_classes: int, boundary_tolerance: int = 2) -> dict:
+def evaluate_prediction_files(predictions: Path, dataset, num_classes: int, boundary_tolerance: int = 2,
+                              trimap_widths: Sequence[int] = ()) -> dict:
     """The same metrics for label PNGs already written, matched to the ground truth by file stem."""
-    metric = SegmentationMetric(num_classes, ignore_index=IGNORE_INDEX, boundary_tolerance=boundary_tolerance)
+    metric = SegmentationMetric(num_classes, ignore_index=IGNORE_INDEX, boundary_tolerance=boundary_tolerance,
+                                trimap_widths=trimap_widths)
     for i in range(len(dataset)):
         image_path = Path(dataset.files[i][0])
         path = predictions / f"{image_path.stem}.png"

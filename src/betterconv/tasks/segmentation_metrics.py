@@ -36,17 +36,34 @@ BMVC 2013; the contour measure of DAVIS), with the conventions chosen here:
   mean of F over the images where c is present (None when never present).
 
 The tolerance is in pixels of the evaluated maps (Csurka et al. use a fraction of the image diagonal).
+
+Trimap mIoU (Chen et al., "DeepLab", TPAMI 2017, §4.1, "Mean Pixel IOU along Object Boundaries"; after
+Kohli, Ladický and Torr, "Robust Higher Order Potentials for Enforcing Label Consistency", IJCV 2009): the mIoU of the
+pixels in a band of width w around the ground-truth boundaries, reported for several w.
+
+* Boundary. A ground-truth boundary pixel is a valid pixel with a 4-neighbour inside the image of another class or
+  ignored, the true boundaries of the boundary F-score above. Ignored pixels are never boundary pixels, but a
+  class's edge against an ignored region is a boundary: on PASCAL VOC, whose objects are outlined by an ignored band,
+  the band then follows that outline, as DeepLab's trimap (built from VOC's void band) does, give or take a pixel.
+* Band. The pixels whose Euclidean distance (between pixel centres) to the nearest boundary pixel of their image is
+  at most w; an image without a boundary pixel has an empty band.
+* Counting. Ignored pixels in the band are left out, as everywhere. Each width has its own confusion matrix summed
+  over the images, and its mIoU follows the rules of `miou` above on that matrix. For w at least the image diagonal
+  the band is every pixel of each image with a boundary, so the trimap mIoU is then the mIoU of those images.
+
+Widths are in pixels of the evaluated maps.
 """
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 
 from ..errors import BetterConvError
 
-__all__ = ["SegmentationMetric", "boundary_f_scores"]
+__all__ = ["SegmentationMetric", "boundary_f_scores", "trimap_bands"]
 
 # pixels of the (image, class) boundary maps dilated at once
 _BOUNDARY_CHUNK = 1 << 24
@@ -128,6 +145,63 @@ def boundary_f_scores(pred: torch.Tensor, target: torch.Tensor, num_classes: int
     return scores, present
 
 
+def _squared_distance_within(edges: torch.Tensor, limit: int) -> torch.Tensor:
+    """(B, H, W) bool boundary maps -> int64 squared Euclidean distance of each pixel to the nearest True pixel of
+    its image, exact where it is <= limit**2 and some value > limit**2 elsewhere ((limit + 1)**2 without a boundary).
+
+    Written here rather than taken from a library: scipy (`ndimage.distance_transform_edt`) is not a dependency and
+    OpenCV only arrives with an optional extra; the band needs distances up to the largest width only, which two
+    exact integer passes give on the metric's own device. Pass 1: g = the vertical distance to the nearest boundary
+    pixel of the same column (cummax / cummin of row indices), clamped to limit + 1. Pass 2: d2(y, x) = min over
+    |dx| <= limit of g(y, x + dx)**2 + dx**2, the separable form of the squared distance (Meijster et al. 2000)
+    with the search bounded where any longer offset already exceeds limit**2."""
+    _, h, w = edges.shape
+    big = h + limit + 1
+    rows = torch.arange(h, device=edges.device).view(1, h, 1)
+    above = torch.where(edges, rows, -big).cummax(1).values  # (B, H, W): row of the nearest boundary at or above
+    below = torch.where(edges, rows, h + big).flip(1).cummin(1).values.flip(1)  # ... at or below
+    g = torch.minimum(rows - above, below - rows).clamp_max(limit + 1)
+    g2 = g * g
+    d2 = g2.clone()
+    for dx in range(1, min(limit, w - 1) + 1):
+        d2[..., :-dx] = torch.minimum(d2[..., :-dx], g2[..., dx:] + dx * dx)  # boundary columns to the right
+        d2[..., dx:] = torch.minimum(d2[..., dx:], g2[..., :-dx] + dx * dx)  # ... to the left
+    return d2
+
+
+def _checked_widths(widths: Sequence[int]) -> tuple[int, ...]:
+    if isinstance(widths, (str, bytes)) or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1
+                                                   for v in widths):
+        raise BetterConvError(f"trimap widths must be positive integers, got {widths!r}")
+    return tuple(sorted(set(widths)))
+
+
+def trimap_bands(target: torch.Tensor, widths: Sequence[int], ignore_index: int | None = 255) -> torch.Tensor:
+    """The trimap bands of ground-truth label maps `target` (B, H, W): (len(widths), B, H, W) bool, True where the
+    Euclidean distance to the nearest ground-truth boundary pixel of the image is <= w (module docstring). The
+    bands are geometric: they include ignored pixels, which the metric then leaves out."""
+    widths = _checked_widths(widths)
+    if target.dim() != 3:
+        raise BetterConvError(f"target must be (B, H, W) class indices, got shape {tuple(target.shape)}")
+    target = target.long()
+    if len(widths) == 0:
+        return torch.zeros((0, *target.shape), dtype=torch.bool, device=target.device)
+    labels = torch.where(target != ignore_index, target, -1) if ignore_index is not None else target
+    d2 = _squared_distance_within(_label_boundaries(labels), widths[-1])
+    squared = torch.tensor([w * w for w in widths], device=target.device).view(-1, 1, 1, 1)
+    return d2.unsqueeze(0) <= squared  # (K, B, H, W)
+
+
+def _iou_and_miou(cm: torch.Tensor) -> tuple[list[float | None], float | None]:
+    """Per-class IoU (None where the union is empty) and their mean over the defined ones, of a (C, C) matrix."""
+    cm = cm.to("cpu", torch.float64)
+    tp = cm.diagonal()
+    union = cm.sum(1) + cm.sum(0) - tp
+    iou = [float(tp[i] / union[i]) if union[i] > 0 else None for i in range(len(tp))]
+    defined = [v for v in iou if v is not None]
+    return iou, (math.fsum(defined) / len(defined) if defined else None)
+
+
 class SegmentationMetric:
     """Accumulates a confusion matrix and boundary F-scores over batches; `compute()` gives the scores.
 
@@ -135,11 +209,13 @@ class SegmentationMetric:
     (C, C) int64, rows = true class, columns = predicted class; `bf_class_sum` / `bf_class_count` (C,) and
     `bf_image_sum` / `bf_image_count` (scalars). They are sums, so processes can add them: `all_reduce_()` does
     it with torch.distributed, `merge(other)` within one process. `boundary_tolerance=None` skips the boundary
-    F-score (its entries are then None).
+    F-score (its entries are then None). `trimap_widths` (positive integers, pixels) adds one confusion matrix per
+    width of the trimap band, `trimap_confusion` (K, C, C) int64 in increasing width order, and the `trimap` entry
+    {"w": mIoU} (None without widths).
     """
 
     def __init__(self, num_classes: int, ignore_index: int | None = 255, boundary_tolerance: int | None = 2,
-                 device: torch.device | str = "cpu") -> None:
+                 device: torch.device | str = "cpu", trimap_widths: Sequence[int] = ()) -> None:
         if not isinstance(num_classes, int) or num_classes < 1:
             raise BetterConvError(f"num_classes must be a positive integer, got {num_classes!r}")
         if boundary_tolerance is not None and (not isinstance(boundary_tolerance, int) or boundary_tolerance < 0):
@@ -148,6 +224,7 @@ class SegmentationMetric:
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.boundary_tolerance = boundary_tolerance
+        self.trimap_widths = _checked_widths(trimap_widths)
         self._allocate(torch.device(device))
 
     def _allocate(self, device: torch.device) -> None:
@@ -157,11 +234,15 @@ class SegmentationMetric:
         self.bf_class_count = torch.zeros(c, dtype=torch.int64, device=device)
         self.bf_image_sum = torch.zeros((), dtype=fd, device=device)
         self.bf_image_count = torch.zeros((), dtype=torch.int64, device=device)
+        self.trimap_confusion = torch.zeros(len(self.trimap_widths), c, c, dtype=torch.int64, device=device)
 
     def accumulators(self) -> dict[str, torch.Tensor]:
-        return {"confusion_matrix": self.confusion_matrix, "bf_class_sum": self.bf_class_sum,
-                "bf_class_count": self.bf_class_count, "bf_image_sum": self.bf_image_sum,
-                "bf_image_count": self.bf_image_count}
+        out = {"confusion_matrix": self.confusion_matrix, "bf_class_sum": self.bf_class_sum,
+               "bf_class_count": self.bf_class_count, "bf_image_sum": self.bf_image_sum,
+               "bf_image_count": self.bf_image_count}
+        if self.trimap_widths:  # no empty tensor for the collectives when there is no band
+            out["trimap_confusion"] = self.trimap_confusion
+        return out
 
     @property
     def device(self) -> torch.device:
@@ -218,6 +299,14 @@ class SegmentationMetric:
         # invalid pixels land in an extra bin, dropped: no boolean indexing, so no host sync for the counting
         index = torch.where(valid, target * c + pred, c * c)
         self.confusion_matrix += torch.bincount(index.flatten(), minlength=c * c + 1)[:c * c].view(c, c)
+        if self.trimap_widths:
+            k = len(self.trimap_widths)
+            band = trimap_bands(target, self.trimap_widths, self.ignore_index) & valid  # (K, B, H, W)
+            offset = torch.arange(k, device=target.device).view(k, 1, 1, 1) * (c * c + 1)
+            # bin k * (c*c + 1) + c*c collects width k's pixels outside its band, dropped below
+            band_index = offset + torch.where(band, index.unsqueeze(0), c * c)
+            counts = torch.bincount(band_index.flatten(), minlength=k * (c * c + 1)).view(k, c * c + 1)
+            self.trimap_confusion += counts[:, :c * c].view(k, c, c)
         if self.boundary_tolerance is not None:
             f, present = boundary_f_scores(pred, target, c, self.boundary_tolerance, self.ignore_index)
             fd = self.bf_class_sum.dtype
@@ -230,10 +319,10 @@ class SegmentationMetric:
 
     def merge(self, other: SegmentationMetric) -> SegmentationMetric:
         """Adds the accumulators of another metric with the same settings (e.g. from another worker)."""
-        if (other.num_classes, other.ignore_index, other.boundary_tolerance) != \
-                (self.num_classes, self.ignore_index, self.boundary_tolerance):
-            raise BetterConvError("cannot merge segmentation metrics with different num_classes, ignore_index "
-                                  "or boundary_tolerance")
+        if (other.num_classes, other.ignore_index, other.boundary_tolerance, other.trimap_widths) != \
+                (self.num_classes, self.ignore_index, self.boundary_tolerance, self.trimap_widths):
+            raise BetterConvError("cannot merge segmentation metrics with different num_classes, ignore_index, "
+                                  "boundary_tolerance or trimap_widths")
         for name, value in self.accumulators().items():
             value += getattr(other, name).to(device=value.device, dtype=value.dtype)
         return self
@@ -255,15 +344,13 @@ class SegmentationMetric:
         """The scores as plain Python floats, lists and None (JSON-ready); None where a score is undefined."""
         cm = self.confusion_matrix.to("cpu", torch.float64)
         tp = cm.diagonal()
-        true_count, pred_count = cm.sum(1), cm.sum(0)
+        true_count = cm.sum(1)
         total = float(true_count.sum())
-        union = true_count + pred_count - tp
-        iou = [float(tp[i] / union[i]) if union[i] > 0 else None for i in range(self.num_classes)]
+        iou, miou = _iou_and_miou(self.confusion_matrix)
         acc = [float(tp[i] / true_count[i]) if true_count[i] > 0 else None for i in range(self.num_classes)]
-        defined_iou = [v for v in iou if v is not None]
         defined_acc = [v for v in acc if v is not None]
         out: dict = {
-            "miou": math.fsum(defined_iou) / len(defined_iou) if defined_iou else None,
+            "miou": miou,
             "pixel_acc": float(tp.sum()) / total if total > 0 else None,
             "mean_acc": math.fsum(defined_acc) / len(defined_acc) if defined_acc else None,
             "fw_iou": math.fsum(float(true_count[i]) * iou[i] for i in range(self.num_classes)
@@ -281,4 +368,8 @@ class SegmentationMetric:
             out["boundary_f"] = float(self.bf_image_sum) / images if images > 0 else None
             out["per_class_boundary_f"] = [float(class_sum[i]) / int(class_count[i]) if class_count[i] > 0
                                            else None for i in range(self.num_classes)]
+        out["trimap"] = None
+        if self.trimap_widths:
+            out["trimap"] = {str(w): _iou_and_miou(cm_w)[1] for w, cm_w in zip(self.trimap_widths,
+                                                                               self.trimap_confusion)}
         return out
