@@ -1,6 +1,7 @@
 """`betterconv analyze gridding`: the holes a stack of dilated convolutions leaves in its receptive field (the survey's
-Fig. 14; hybrid dilated convolution, Wang et al. WACV 2018 §3.2). `betterconv analyze aspp`: the share of an atrous
-filter's taps inside the feature map per rate (DeepLabv3 §3.3, Fig. 4)."""
+Fig. 14; hybrid dilated convolution, Wang et al. WACV 2018 §3.2), for given rates or for the runs of dilated 3x3
+convolutions of a model. `betterconv analyze aspp`: the share of an atrous filter's taps inside the feature map per
+rate (DeepLabv3 §3.3, Fig. 4)."""
 from __future__ import annotations
 
 import argparse
@@ -9,7 +10,8 @@ from functools import partial
 from pathlib import Path
 
 from ..analysis.aspp import aspp_report, model_aspp_report
-from ..analysis.gridding import check_rates, gridding_png, gridding_report, path_counts, suggest_rates
+from ..analysis.gridding import (DEFAULT_INPUT_SIZE, check_rates, gridding_panels_png, gridding_png, gridding_report,
+                                 model_gridding_report, path_counts, suggest_rates)
 from ..errors import BetterConvError
 from ..files import write_atomic
 from ..weights import create_model
@@ -31,6 +33,12 @@ def parse_rates(text: str) -> tuple[int, ...]:
 
 
 def cmd_gridding(args: argparse.Namespace) -> None:
+    if args.model is not None:
+        cmd_gridding_model(args)
+        return
+    if args.input_size is not None or args.arg:
+        raise BetterConvError("--input-size and --arg go with --model")
+    args.kernel = 3 if args.kernel is None else args.kernel
     rates = check_rates(parse_rates(args.rates), args.kernel)
     if args.max_rate is not None and args.suggest is None:
         raise BetterConvError("--max-rate goes with --suggest N")
@@ -57,6 +65,55 @@ def cmd_gridding(args: argparse.Namespace) -> None:
     if "suggested_rates" in report:
         print(f"suggested rates ({args.suggest} layers, up to {args.max_rate}): "
               f"{','.join(map(str, report['suggested_rates']))}")
+    if args.output:
+        print(f"wrote {args.output}")
+
+
+def print_runs(report: dict) -> None:
+    """The runs of `model_gridding_report` as a table, then each run's residual note."""
+    args_text = ", ".join(f"{k}={v!r}" for k, v in report["model_args"].items())
+    h, w = report["input_size"]
+    runs = report["runs"]
+    print(f"{report['model']}{f' ({args_text})' if args_text else ''} at {h}x{w}: "
+          f"{len(runs)} run{'s' if len(runs) != 1 else ''} of dilated 3x3 convolutions")
+    if not runs:
+        print("no chain of stride-1 3x3 convolutions with a dilation above 1: nothing grids")
+        return
+    print(f"{'run':>3}  {'convs':>5}  {'field':>5}  {'holes':>6}  {'CV':>6}  {'HDC':>3}  {'holes+id':>8}  "
+          f"{'CV+id':>6}  {'rates':<24}  modules (first .. last)")
+    for i, run in enumerate(runs, start=1):
+        rates = ",".join(map(str, run["rates"]))
+        print(f"{i:>3}  {len(run['rates']):>5}  {run['receptive_field']:>5}  {run['holes_fraction']:>6.1%}  "
+              f"{run['coverage_cv']:>6.3f}  {'yes' if run['hdc'] else 'no':>3}  "
+              f"{run['holes_fraction_with_identity']:>8.1%}  {run['coverage_cv_with_identity']:>6.3f}  "
+              f"{rates:<24}  {run['modules'][0]} .. {run['modules'][-1]}")
+    print("field: receptive-field side; holes: its share no path reaches; CV: std / mean of the path counts of the "
+          "reached pixels; +id: with the centre tap of each residual connection")
+    for i, run in enumerate(runs, start=1):
+        print(f"run {i}: {run['residual_note']}")
+
+
+def cmd_gridding_model(args: argparse.Namespace) -> None:
+    if args.kernel is not None:
+        raise BetterConvError("--model reads the model's 3x3 convolutions; drop --kernel")
+    if args.suggest is not None or args.max_rate is not None:
+        raise BetterConvError("--suggest and --max-rate go with --rates")
+    if args.output:
+        check_suffix(args.output, (".png",), "the path-count heat-maps")
+    model_args = parse_model_args(args.arg)
+    model = create_model(args.model, **model_args)
+    input_size = DEFAULT_INPUT_SIZE if args.input_size is None else tuple(args.input_size)
+    report = {"model": args.model, "model_args": model_args, **model_gridding_report(model, input_size)}
+    if args.output:
+        if not report["runs"]:
+            raise BetterConvError(f"{args.model} has no run of dilated 3x3 convolutions: no heat-map to write")
+        panels = [(path_counts(run["rates"]), f"{run['modules'][-1]}\nrates {','.join(map(str, run['rates']))}: "
+                                              f"{run['holes_fraction']:.0%} holes") for run in report["runs"]]
+        write_atomic(Path(args.output), gridding_panels_png(panels))
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+        return
+    print_runs(report)
     if args.output:
         print(f"wrote {args.output}")
 
@@ -117,9 +174,17 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
     g = analyze_sub.add_parser("gridding", help="paths from each input pixel through a stack of dilated "
                                "convolutions: holes, coverage and the HDC condition (survey Fig. 14)")
-    g.add_argument("--rates", required=True, help="comma-separated dilation rates, input side first (2,2,2)")
-    g.add_argument("--kernel", type=odd_kernel, default=3, help="kernel size, odd (default: 3)")
-    g.add_argument("--output", help="write the path-count heat-map to this .png file")
+    source = g.add_mutually_exclusive_group(required=True)
+    source.add_argument("--rates", help="comma-separated dilation rates, input side first (2,2,2)")
+    source.add_argument("--model", help="a registered model: report each run of stride-1 3x3 convolutions with a "
+                        "dilation above 1 (backbone and head; each ASPP branch continues the backbone's last run), "
+                        "also with the centre taps of residual connections; a model without one has no runs")
+    g.add_argument("--kernel", type=odd_kernel, help="kernel size for --rates, odd (default: 3)")
+    g.add_argument("--input-size", type=partial(positive_int, what="--input-size"), nargs=2, metavar=("H", "W"),
+                   help=f"dummy input size for --model (default: {DEFAULT_INPUT_SIZE[0]} {DEFAULT_INPUT_SIZE[1]}; "
+                   f"the rates do not depend on it)")
+    add_arg_option(g)
+    g.add_argument("--output", help="write the path-count heat-map (one per run with --model) to this .png file")
     g.add_argument("--json", action="store_true", help="print JSON")
     g.add_argument("--suggest", type=partial(positive_int, what="--suggest"), metavar="N",
                    help="also suggest N rates satisfying HDC without holes, with the largest receptive field")

@@ -20,7 +20,8 @@ import torch
 from torch import nn
 
 from ..layers import ConvNormAct, InvertedResidual, InplaceReLU6
-from ._features import dilated_strides, init_weights, make_divisible, run_blocks, stages_from_blocks
+from ._features import (apply_dilation_pattern, check_dilation_pattern, dilated_strides, init_weights, make_divisible,
+                        run_blocks, stages_from_blocks)
 from ._registry import register_model
 from .info import MOBILENET_RECIPE, ModelInfo
 from ..errors import BetterConvError
@@ -42,7 +43,11 @@ class MobileNetV2(nn.Module):
 
     `output_stride` 8 or 16 replaces the last strides by dilation (for DeepLabv3, §6.3). `num_classes=None` builds
     the feature extractor alone (no 1280-channel layer and no classifier), as segmentation heads use it.
-    `padding="tf_same"` reproduces TensorFlow's padding for ported TF/TFLite weights.
+    `padding="tf_same"` reproduces TensorFlow's padding for ported TF/TFLite weights. `dilation_pattern="hdc"`
+    gives the depthwise 3x3 convolutions of the dilated part (the blocks after the last stride, from the first
+    dilated one) hybrid dilated convolution rates (Wang et al. WACV 2018 §3.2, `_features.hdc_rates`): a sawtooth
+    without holes and with the same sum of rates (or the closest), e.g. (2, 2, 2) -> (3, 1, 2). Only dilation and
+    padding change: weight names and shapes stay.
     """
 
     def __init__(
@@ -53,29 +58,38 @@ class MobileNetV2(nn.Module):
         round_nearest: int = 8,
         dropout: float = 0.2,
         padding: str | None = None,
+        dilation_pattern: str = "plain",
     ) -> None:
         super().__init__()
         if not 0.1 <= width_mult <= 4:
             raise BetterConvError(f"mobilenet_v2 width_mult must be between 0.1 and 4, got {width_mult}")
+        check_dilation_pattern(dilation_pattern)
         stem_channels = make_divisible(32 * width_mult, round_nearest)
         self.stem = ConvNormAct(3, stem_channels, 3, 2, padding=padding, act_layer=InplaceReLU6)
         # stage strides: stem, then one per row of the table
         plan = dilated_strides([2] + [s for *_, s in INVERTED_RESIDUAL_SETTING], output_stride)
+        # (stride, depthwise dilation) of every block in order, then the pattern over the whole sequence
+        strides = [stride if i == 0 else 1 for (*_, n, _), (stride, _, _) in zip(INVERTED_RESIDUAL_SETTING, plan[1:])
+                   for i in range(n)]
+        dilations = [before if i == 0 else dilation
+                     for (*_, n, _), (_, before, dilation) in zip(INVERTED_RESIDUAL_SETTING, plan[1:]) for i in range(n)]
+        dilations = apply_dilation_pattern(strides, dilations, dilation_pattern)
         blocks: list[nn.Module] = []
         reductions: list[int] = []
         in_channels, reduction = stem_channels, plan[0][0]
-        for (t, c, n, _), (stride, dilation_before, dilation) in zip(INVERTED_RESIDUAL_SETTING, plan[1:]):
+        for t, c, n, _ in INVERTED_RESIDUAL_SETTING:
             out_channels = make_divisible(c * width_mult, round_nearest)
-            reduction *= stride
-            for i in range(n):
-                blocks.append(InvertedResidual(in_channels, out_channels, stride if i == 0 else 1, t,
-                                               dilation=dilation_before if i == 0 else dilation,
+            for _ in range(n):
+                k = len(blocks)
+                reduction *= strides[k]
+                blocks.append(InvertedResidual(in_channels, out_channels, strides[k], t, dilation=dilations[k],
                                                padding=padding))
                 reductions.append(reduction)
                 in_channels = out_channels
         self.blocks = nn.Sequential(*blocks)
         self.feature_info, self._stage_ends = stages_from_blocks(reductions, [b.out_channels for b in blocks])
         self.output_stride = output_stride
+        self.dilation_pattern = dilation_pattern
         self.num_features = in_channels
         if num_classes is not None:
             last_channels = make_divisible(1280 * max(1.0, width_mult), round_nearest)
@@ -100,7 +114,10 @@ class MobileNetV2(nn.Module):
 
 @register_model(ModelInfo("classification", recipe=MOBILENET_RECIPE, torchvision="mobilenet_v2"))
 def mobilenet_v2(*, num_classes: int | None = 1000, width_mult: float = 1.0, output_stride: int = 32,
-                 dropout: float = 0.2, padding: str | None = None, round_nearest: int = 8) -> MobileNetV2:
-    """`round_nearest=1` is TensorFlow DeepLab's channel rounding below width 1 (for its ported weights)."""
+                 dropout: float = 0.2, padding: str | None = None, round_nearest: int = 8,
+                 dilation_pattern: str = "plain") -> MobileNetV2:
+    """`round_nearest=1` is TensorFlow DeepLab's channel rounding below width 1 (for its ported weights).
+    `dilation_pattern`: "plain" (DeepLab's rates) or "hdc" (Wang et al. §3.2; see `MobileNetV2`)."""
     return MobileNetV2(num_classes=num_classes, width_mult=width_mult, output_stride=output_stride,
-                       round_nearest=round_nearest, dropout=dropout, padding=padding)
+                       round_nearest=round_nearest, dropout=dropout, padding=padding,
+                       dilation_pattern=dilation_pattern)

@@ -11,6 +11,11 @@ The stride sits on the 3x3 convolution ("ResNet v1.5", as torchvision). `output_
 strides of layer3/layer4 by dilation; the first block of a dilated stage keeps the dilation in force before it
 (it is the layer that used to subsample). `multi_grid` (r1, r2, r3) multiplies layer4's dilation per block: at
 output stride 16 the rates become 2 * (1, 2, 4) = (2, 4, 8), DeepLabv3 §3.2.
+
+`dilation_pattern="hdc"` gives the dilated part (the blocks after the last stride, from the first dilated one,
+layer3 and layer4 together at output stride 8) hybrid dilated convolution rates (Wang et al. WACV 2018 §3.2,
+`_features.hdc_rates`): a sawtooth without holes and with the same sum of rates (or the closest), e.g. (2, 4, 8) ->
+(9, 1, 3). Only the 3x3 convolutions' dilation and padding change: weight names and shapes stay.
 """
 from __future__ import annotations
 
@@ -21,7 +26,7 @@ from torch import nn
 
 from ..errors import BetterConvError
 from ..layers import ConvNormAct
-from ._features import FeatureInfo, dilated_strides, init_weights
+from ._features import FeatureInfo, apply_dilation_pattern, check_dilation_pattern, dilated_strides, init_weights
 from ._registry import register_model
 from .info import SGD_COSINE_RECIPE, ModelInfo
 
@@ -54,31 +59,39 @@ class ResNet(nn.Module):
         num_classes: int | None = 1000,
         output_stride: int = 32,
         multi_grid: Sequence[int] | None = None,
+        dilation_pattern: str = "plain",
     ) -> None:
         super().__init__()
         if multi_grid is not None and len(multi_grid) != layers[3]:
             raise BetterConvError(f"multi_grid needs one rate per layer4 block ({layers[3]}), got {tuple(multi_grid)}")
+        check_dilation_pattern(dilation_pattern)
         self.stem = nn.Sequential()
         self.stem.add_module("conv", ConvNormAct(3, 64, 7, 2))
         self.stem.add_module("pool", nn.MaxPool2d(3, 2, 1))
         self.feature_info = [FeatureInfo("stem", 64, 4)]
         plan = dilated_strides([4, 1, 2, 2, 2], output_stride)[1:]
-        in_channels, reduction = 64, 4
-        for i, (n_blocks, width, (stride, dilation_before, dilation)) in enumerate(
-                zip(layers, (64, 128, 256, 512), plan), start=1):
-            grid = multi_grid if (i == 4 and multi_grid is not None) else None
-            blocks = []
+        # (stride, 3x3 dilation) of every block, layer1..layer4 in order, then the pattern over the whole sequence
+        strides: list[int] = []
+        dilations: list[int] = []
+        for i, (n_blocks, (stride, dilation_before, dilation)) in enumerate(zip(layers, plan), start=1):
             for b in range(n_blocks):
-                if grid is not None:
-                    d = dilation * grid[b]
+                strides.append(stride if b == 0 else 1)
+                if i == 4 and multi_grid is not None:
+                    dilations.append(dilation * multi_grid[b])
                 else:
-                    d = dilation_before if b == 0 else dilation
-                blocks.append(Bottleneck(in_channels, width, stride if b == 0 else 1, d))
-                in_channels = width * Bottleneck.expansion
+                    dilations.append(dilation_before if b == 0 else dilation)
+        dilations = apply_dilation_pattern(strides, dilations, dilation_pattern)
+        in_channels, reduction, k = 64, 4, 0
+        for i, (n_blocks, width, (stride, _, _)) in enumerate(zip(layers, (64, 128, 256, 512), plan), start=1):
+            blocks = []
+            for _ in range(n_blocks):
+                blocks.append(Bottleneck(in_channels, width, strides[k], dilations[k]))
+                in_channels, k = width * Bottleneck.expansion, k + 1
             reduction *= stride
             self.add_module(f"layer{i}", nn.Sequential(*blocks))
             self.feature_info.append(FeatureInfo(f"layer{i}", in_channels, reduction))
         self.output_stride = output_stride
+        self.dilation_pattern = dilation_pattern
         self.num_features = in_channels
         if num_classes is not None:
             self.pool = nn.AdaptiveAvgPool2d(1)
@@ -104,11 +117,15 @@ class ResNet(nn.Module):
 
 @register_model(ModelInfo("classification", recipe=SGD_COSINE_RECIPE, torchvision="resnet50"))
 def resnet50(*, num_classes: int | None = 1000, output_stride: int = 32,
-             multi_grid: Sequence[int] | None = None) -> ResNet:
-    return ResNet((3, 4, 6, 3), num_classes=num_classes, output_stride=output_stride, multi_grid=multi_grid)
+             multi_grid: Sequence[int] | None = None, dilation_pattern: str = "plain") -> ResNet:
+    """`dilation_pattern`: "plain" (DeepLab's rates) or "hdc" (Wang et al. §3.2; see the module docstring)."""
+    return ResNet((3, 4, 6, 3), num_classes=num_classes, output_stride=output_stride, multi_grid=multi_grid,
+                  dilation_pattern=dilation_pattern)
 
 
 @register_model(ModelInfo("classification", recipe=SGD_COSINE_RECIPE, torchvision="resnet101"))
 def resnet101(*, num_classes: int | None = 1000, output_stride: int = 32,
-              multi_grid: Sequence[int] | None = None) -> ResNet:
-    return ResNet((3, 4, 23, 3), num_classes=num_classes, output_stride=output_stride, multi_grid=multi_grid)
+              multi_grid: Sequence[int] | None = None, dilation_pattern: str = "plain") -> ResNet:
+    """`dilation_pattern`: "plain" (DeepLab's rates) or "hdc" (Wang et al. §3.2; see the module docstring)."""
+    return ResNet((3, 4, 23, 3), num_classes=num_classes, output_stride=output_stride, multi_grid=multi_grid,
+                  dilation_pattern=dilation_pattern)
