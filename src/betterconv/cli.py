@@ -6,7 +6,7 @@ import os
 import sys
 from importlib import metadata
 
-from .commands import analyze, bench, classification, convert, detection, export, heatmap, models, segmentation
+from .commands import analyze, bench, classification, convert, detection, export, heatmap, models, report, segmentation
 from .commands._common import Parser, add_task_groups
 from .errors import BetterConvError, first_line
 
@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_parsers(sub)
     bench.add_parsers(sub)
     analyze.add_parsers(sub)
+    report.add_parsers(sub)
     return parser
 
 

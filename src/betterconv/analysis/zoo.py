@@ -35,7 +35,7 @@ def profile_zoo(output: Path, input_size: tuple[int, int] | None = None) -> list
     print(table)
     write_atomic(output / "zoo.md", (table + "\n\nMACs are multiply-accumulates; FLOPs = 2 x MACs.\n").encode())
     write_atomic(output / "zoo.json", json.dumps(rows, indent=2, default=str).encode())
-    write_atomic(output / "zoo.png", _chart(rows))
+    write_atomic(output / "zoo.png", zoo_chart(rows))
     print(f"wrote {output / 'zoo.md'}, {output / 'zoo.json'}, {output / 'zoo.png'}")
     return rows
 
@@ -51,7 +51,8 @@ def receptive_field_bars(rows: list[dict]) -> tuple[list[float], list[bool]]:
     return [longest if g else float(r["receptive_field"]) for r, g in zip(rows, is_global)], is_global
 
 
-def _chart(rows: list[dict]) -> bytes:
+def zoo_chart(rows: list[dict], title: str = "betterconv model zoo") -> bytes:
+    """The zoo as four log-scale bar panels (parameters, MACs, peak activations, receptive field), PNG bytes."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -79,7 +80,7 @@ def _chart(rows: list[dict]) -> bytes:
             bar.set_color("#8c8c8c")
             rf_axis.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, " global", va="center", fontsize=8)
     axes[0].invert_yaxis()  # shared y: first model on top
-    fig.suptitle("betterconv model zoo")
+    fig.suptitle(title)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)

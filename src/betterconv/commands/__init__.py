@@ -8,6 +8,7 @@
     detection       anchors, train det, eval det, predict det
     export          export
     bench           bench conv, bench infer
+    report          report
 
 Each module's `add_parsers` registers its commands; `betterconv.cli.build_parser` calls them. `_common` holds what
 they share: the parser class, option groups, `--arg` parsing, devices and backbone loading.
