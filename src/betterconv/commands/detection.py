@@ -12,10 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import ImageDraw
 from torch import nn
 from torchvision import tv_tensors
-from torchvision.transforms.v2.functional import pil_to_tensor
+from torchvision.transforms.v2.functional import pil_to_tensor, to_pil_image
 
 from ..files import write_atomic
 from ..data.class_names import default_class_names
@@ -33,12 +32,13 @@ from ..tasks.detection import (check_slicing, detect_dataset, evaluate_detector,
                                postprocess, sliced_detections, to_coco_results)
 from ..tasks.detection_metrics import coco_image_ids, evaluate_detections
 from ..tasks.region_loss import DetectionLoss
-from ..tasks.segmentation import palette
+from ..tasks.drawing import draw_detections
 from ..weights import backbone_classifier, backbone_keywords, create_model, save_weights, weights_preprocessing
 from ._common import (TRAIN_NUMBERS, add_data_arguments, add_model_arguments, add_run_arguments,
                       add_train_arguments, device_for, init_from, load_backbone, load_model,
                       parse_model_args, positive_int, report_skipped)
 from ._common import (IMAGES_HELP, distinct_stems, input_images, output_folder, refuse_overwriting, warn)
+from ._video import INPUTS_HELP, add_video_arguments, check_video_outputs, output_help, predict_video, video_input
 
 
 def _dataset(spec: str, split: str, transform, skip_bad: bool, json_output: bool = False):
@@ -315,44 +315,64 @@ def _dataset_ids(args: argparse.Namespace, images: list[Path], stems: list[str],
     return category_ids, ids
 
 
+def _detect(forward, model: nn.Module, pixels: torch.Tensor, args: argparse.Namespace, resize_to_input,
+            device: torch.device) -> dict[str, torch.Tensor]:
+    """The detections in one image, `pixels` (3, H, W) uint8 (a photo or a video frame): boxes in its pixels,
+    scores and labels, on the CPU."""
+    if args.slice:
+        det = sliced_detections(forward, model, pixels.to(device).float() / 255, args.input_size, args.slice,
+                                args.overlap, args.conf_thresh, args.nms_iou)
+    else:
+        x = resize_to_input(tv_tensors.Image(pixels))[None].to(device)  # (1, 3, S, S) in [0, 1], as in eval
+        with torch.no_grad():
+            det = postprocess(model_outputs(forward(x)), model.head_anchors(), model.num_classes, args.input_size,
+                              args.conf_thresh, args.nms_iou, image_sizes=[tuple(pixels.shape[-2:])],
+                              location=getattr(model, "location", "sigmoid"))[0]
+    return {k: v.cpu() for k, v in det.items()}
+
+
 def cmd_predict(args: argparse.Namespace) -> None:
     if args.slice:
         check_slicing(args.slice, args.overlap)
+    if args.engine == "ncnn" and args.device not in (None, "cpu"):
+        raise BetterConvError(f"--engine ncnn runs on the CPU; drop --device {args.device}")
     # the cheap checks first: nothing is built or written when an output would replace an input
-    images = input_images(args.images)
-    output = output_folder(args.output)
-    stems = distinct_stems(images, ("{}.png",))
-    refuse_overwriting([output / f"{stem}.png" for stem in stems] + [output / "detections.json"],
-                       [*images, args.weights])
+    video = video_input(args.images, args)
+    if video is not None:
+        if args.data:
+            raise BetterConvError("--data: a video's frames have no dataset ids; drop it")
+        info = check_video_outputs(args, video)
+    else:
+        images = input_images(args.images)
+        output = output_folder(args.output)
+        stems = distinct_stems(images, ("{}.png",))
+        refuse_overwriting([output / f"{stem}.png" for stem in stems] + [output / "detections.json"],
+                           [*images, args.weights])
     model = _load_detector(args)
-    category_ids, ids = _dataset_ids(args, images, stems, model.num_classes)
-    forward = _ncnn_forward(model, args.input_size) if args.engine == "ncnn" else model
+    device = torch.device("cpu") if args.engine == "ncnn" else device_for(args.device)
+    forward = _ncnn_forward(model, args.input_size) if args.engine == "ncnn" else model.to(device)
     resize_to_input = eval_transform(args.input_size)
     names = weights_preprocessing(args.model, args.weights)["class_names"] or \
         default_class_names(model.num_classes) or [str(c) for c in range(model.num_classes)]
-    colours = palette(model.num_classes + 1)[1:]
+
+    def detect(pixels: torch.Tensor) -> dict[str, torch.Tensor]:
+        return _detect(forward, model, pixels, args, resize_to_input, device)
+
+    if video is not None:
+        # one JSON line per frame: its detections as COCO results entries, image_id = the frame's index and
+        # category_id = class index + 1, as `predict det` writes them for images without --data
+        categories = list(range(1, model.num_classes + 1))
+        predict_video(args, info, detect, lambda frame, det: draw_detections(frame, det, names),
+                      lambda index, det: {"detections": to_coco_results([det], [index], categories)})
+        return
+    category_ids, ids = _dataset_ids(args, images, stems, model.num_classes)
     detections = []
     for path, stem in zip(images, stems):
         # photos as displayed; a dataset's images as its loader reads them (its boxes are in raw pixel order)
-        image = open_image(path, mode="RGB", exif=not args.data)
-        if args.slice:
-            det = sliced_detections(forward, model, pil_to_tensor(image).float() / 255, args.input_size, args.slice,
-                                    args.overlap, args.conf_thresh, args.nms_iou)
-        else:
-            x = resize_to_input(tv_tensors.Image(pil_to_tensor(image)))[None]  # (1, 3, S, S) in [0, 1], as in eval
-            with torch.no_grad():
-                det = postprocess(model_outputs(forward(x)), model.head_anchors(), model.num_classes,
-                                  args.input_size, args.conf_thresh, args.nms_iou,
-                                  image_sizes=[(image.height, image.width)],
-                                  location=getattr(model, "location", "sigmoid"))[0]
-        drawn = image.copy()
-        draw = ImageDraw.Draw(drawn)
-        for box, score, label in zip(det["boxes"].tolist(), det["scores"].tolist(), det["labels"].tolist()):
-            colour = tuple(int(c) for c in colours[label])
-            draw.rectangle(box, outline=colour, width=3)
-            draw.text((box[0] + 3, box[1] + 2), f"{names[label]} {score:.2f}", fill=colour)
+        pixels = pil_to_tensor(open_image(path, mode="RGB", exif=not args.data))  # (3, H, W) uint8
+        det = detect(pixels)
         buf = io.BytesIO()
-        drawn.save(buf, format="PNG")
+        to_pil_image(draw_detections(pixels, det, names)).save(buf, format="PNG")
         write_atomic(output / f"{stem}.png", buf.getvalue())
         detections.append(det)
         print(f"{path}: {len(det['scores'])} detections -> {output / f'{stem}.png'}")
@@ -439,10 +459,12 @@ def add_parsers(sub, train_sub, eval_sub, predict_sub) -> None:
     model_args(p)
     p.add_argument("--nms-iou", type=float, default=0.45, help="non-maximum suppression IoU threshold (default 0.45)")
     p.add_argument("--output", required=True,
-                   help="output folder of the drawn images (<stem>.png) and detections.json; never one of the inputs")
+                   help="output folder of the drawn images (<stem>.png) and detections.json; never one of the inputs"
+                        + output_help("boxes, class names and scores drawn"))
     p.add_argument("--data", metavar="KIND:PATH",
                    help="the dataset the images come from (" + DATA_HELP + "): detections.json then uses its "
                         "category and image ids, as `eval det --predictions` reads them (see below)")
     p.add_argument("--split", default="val", help="the split of --data (default: val)")
-    p.add_argument("images", nargs="+", help=IMAGES_HELP)
+    add_video_arguments(p, "\"detections\": [COCO results entries, image_id = the frame's index]")
+    p.add_argument("images", nargs="+", help=IMAGES_HELP + INPUTS_HELP)
     p.set_defaults(func=cmd_predict, conf_thresh=0.25)

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
 
 from ..analysis.heatmap import to_tensor
@@ -20,6 +21,7 @@ from ..engine import Trainer, TrainConfig, prepare_output
 from ..data.images import open_image
 from ..errors import BetterConvError
 from ..models.info import IMAGENET_MEAN, IMAGENET_STD
+from ..tasks.drawing import draw_segmentation
 from ..tasks.segmentation import (evaluate_prediction_files, evaluate_segmentation, median_frequency_weights,
                                   predict_probabilities, recipe_for, segmentation_loss, write_prediction)
 from ..weights import backbone_classifier, backbone_keywords, create_model, save_weights, weights_preprocessing
@@ -28,6 +30,7 @@ from ._common import (TRAIN_NUMBERS, add_data_arguments, add_model_arguments, ad
                       load_model, non_negative_float, parse_floats, parse_model_args, report_skipped)
 from ._common import (IMAGES_HELP, distinct_stems, input_images, output_folder, refuse_overwriting,
                       tensorflow_weights)
+from ._video import INPUTS_HELP, add_video_arguments, check_video_outputs, output_help, predict_video, video_input
 
 
 def build_model(args: argparse.Namespace, num_classes: int) -> nn.Module:
@@ -207,19 +210,43 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 def cmd_predict(args: argparse.Namespace) -> None:
     # the cheap checks first: nothing is built or written when an output would replace an input
-    images = input_images(args.images)
-    output = output_folder(args.output)
-    stems = distinct_stems(images, PREDICTION_FILES)
-    refuse_overwriting([output / pattern.format(stem) for stem in stems for pattern in PREDICTION_FILES],
-                       [*images, args.weights])
+    video = video_input(args.images, args)
+    if video is not None:
+        info = check_video_outputs(args, video)
+    else:
+        images = input_images(args.images)
+        output = output_folder(args.output)
+        stems = distinct_stems(images, PREDICTION_FILES)
+        refuse_overwriting([output / pattern.format(stem) for stem in stems for pattern in PREDICTION_FILES],
+                           [*images, args.weights])
     model, pre = _segmenter(args)
     device = device_for(args.device)
+    scales = parse_floats(args.scales)
+    num_classes = (model.model if isinstance(model, FixedInputSize) else model).num_classes
+
+    def segment(image: Image.Image) -> torch.Tensor:
+        """The class of each pixel of `image`, (H, W) int64 on the CPU."""
+        x = to_tensor(image, pre["mean"], pre["std"]).to(device)  # (1, 3, H, W)
+        prob = predict_probabilities(model, x, scales, args.flip)  # (1, C, H, W)
+        return prob.argmax(1)[0].cpu()
+
+    if video is not None:
+        names = list(pre["class_names"] or [str(c) for c in range(num_classes)])
+
+        def histogram(index: int, label: torch.Tensor) -> dict[str, Any]:
+            counts = torch.bincount(label.flatten(), minlength=num_classes).tolist()
+            return {"pixels": {name: n for name, n in zip(names, counts) if n}}
+
+        def segment_frame(frame: torch.Tensor) -> torch.Tensor:
+            return segment(Image.fromarray(frame.permute(1, 2, 0).contiguous().numpy()))  # (3, H, W) -> (H, W, 3)
+
+        predict_video(args, info, segment_frame, lambda frame, label: draw_segmentation(frame, label, num_classes),
+                      histogram)
+        return
     for path, stem in zip(images, stems):
         image = open_image(path, mode="RGB", exif=True)
-        x = to_tensor(image, pre["mean"], pre["std"]).to(device)  # (1, 3, H, W)
-        prob = predict_probabilities(model, x, parse_floats(args.scales), args.flip)
-        label = prob.argmax(1)[0].cpu().numpy()
-        write_prediction(label, image, output, stem, prob.shape[1])
+        label = segment(image)
+        write_prediction(label.numpy(), image, output, stem, num_classes)
         print(f"{path} -> {output / PREDICTION_FILES[0].format(stem)}")
 
 
@@ -286,6 +313,7 @@ def add_parsers(train_sub, eval_sub, predict_sub) -> None:
     p.add_argument("--output", required=True,
                    help="output folder: <stem>.png (class indices) and <stem>_overlay.png per image; images that "
                         "share a stem get their folder's name in front (a_x.png, b_x.png), a name still taken a "
-                        "counter (x-2.png); never one of the inputs")
-    p.add_argument("images", nargs="+", help=IMAGES_HELP)
+                        "counter (x-2.png); never one of the inputs" + output_help("the colour overlay"))
+    add_video_arguments(p, "\"pixels\": {class name: pixel count} of the classes present")
+    p.add_argument("images", nargs="+", help=IMAGES_HELP + INPUTS_HELP)
     p.set_defaults(func=cmd_predict)
