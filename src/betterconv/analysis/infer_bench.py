@@ -1,6 +1,6 @@
 """Inference latency and throughput of one model along betterconv's deployment paths, against torchvision's.
 
-Seven ways to run the same network on the CPU, measured in one process at batch 1 and 8 (by default):
+Ten ways to run the same network on the CPU, measured in one process at batch 1 and 8 (by default):
 
     torchvision_eager     torchvision's model of the same architecture, eager float32 (where torchvision has one)
     betterconv_eager      betterconv's model, eager float32, contiguous (NCHW) memory
@@ -13,6 +13,14 @@ Seven ways to run the same network on the CPU, measured in one process at batch 
     ncnn_fp32             the graph `export_ncnn` writes (float32 weights and arithmetic), run by ncnn one image at
                           a time; left out, with the reason, where the exporter cannot map the model (VGG's 7x7
                           adaptive pool at an input size it does not divide)
+    openvino_fp32         the IR `export_openvino` writes (the ONNX graph through OpenVINO's converter), compiled for
+                          the CPU with the float32 precision hint
+    openvino_bf16         that IR compiled with the bf16 precision hint: bfloat16 arithmetic where the CPU has native
+                          bf16 instructions (AVX512_BF16, AMX); elsewhere OpenVINO runs float32, and the result says so
+    openvino_int8         the IR after NNCF post-training quantisation (`export_openvino_int8`), float32 hint for the
+                          layers it leaves float
+The OpenVINO variants are left out, with the reason, where the `openvino` package (or, for int8, `nncf`) is not
+installed; the result records OpenVINO's version, the CPU plugin's optimisation capabilities and the CPU's flags.
 
 Both PyTorch models carry the same weights: torchvision's randomly initialised model gets batch-norm statistics from
 one random batch (`calibrate_batch_norm`: activations of about unit variance, as in a trained network, instead of
@@ -23,13 +31,14 @@ network; `yolov2`) the other four are measured alone and the result says why.
 
 Timing: PyTorch runs under `torch.inference_mode()` with `torch.set_num_threads(threads)`; onnxruntime sessions
 use `threads` intra-op threads, one inter-op thread, every graph optimisation (which turns the int8 QDQ pairs into
-int8 kernels) and, by default, busy-waiting worker threads as PyTorch's OpenMP threads have. Every variant is
-called `warmup` times untimed, then in each of `repeats` rounds each variant runs once, in an order rotated from
-round to round, so that load from other processes falls on all of them alike; or (`interleave=False`, for an idle
-machine) each variant's calls run in one block, so that no engine's busy-waiting threads compete with the next
-engine's call (`betterconv.analysis.timing`). Reported per variant and batch: median and minimum wall time, images
-per second at the median, median process CPU time, and speed-ups against torchvision eager (its median over the
-variant's; > 1 means faster) and against betterconv eager.
+int8 kernels) and, by default, busy-waiting worker threads as PyTorch's OpenMP threads have; OpenVINO compiles with
+`threads` inference threads in latency mode (one stream), for each batch size's static shape before its calls.
+Every variant is called `warmup` times untimed, then in each of `repeats` rounds each variant runs once, in an order
+rotated from round to round, so that load from other processes falls on all of them alike; or (`interleave=False`,
+for an idle machine) each variant's calls run in one block, so that no engine's busy-waiting threads compete with
+the next engine's call (`betterconv.analysis.timing`). Reported per variant and batch: median and minimum wall
+time, images per second at the median, median process CPU time, and speed-ups against torchvision eager (its median
+over the variant's; > 1 means faster) and against betterconv eager.
 """
 from __future__ import annotations
 
@@ -52,8 +61,10 @@ from torch import nn
 from tqdm import tqdm
 
 from ..data.images import image_files
-from ..deploy import (NcnnModel, calibration_images, export_ncnn, export_onnx, fuse_batch_norm, quantize_onnx_static,
-                      winograd_convolutions)
+from ..deploy import (NcnnModel, OpenVINOModel, calibration_images, export_ncnn, export_onnx, export_openvino,
+                      export_openvino_int8, fuse_batch_norm, openvino_available, openvino_cpu_info,
+                      quantize_onnx_static, winograd_convolutions)
+from ..deploy.openvino_runtime import installed
 from ..deploy.winograd import winograd_eligible
 from ..errors import BetterConvError
 from ..interop.torchvision import map_torchvision_state_dict
@@ -61,11 +72,13 @@ from ..models import create_model, model_info, paper_input_size
 from .timing import (Timed, cpu_model, load_average, machine_info, ort_call, ort_session, time_in_blocks,
                      time_interleaved, torch_call, versions)
 
-__all__ = ["VARIANTS", "InferRow", "InferBenchResult", "bench_record", "calibrate_batch_norm", "measure_inference",
-           "torchvision_peer"]
+__all__ = ["OPENVINO_VARIANTS", "VARIANTS", "InferRow", "InferBenchResult", "bench_record", "calibrate_batch_norm",
+           "measure_inference", "torchvision_peer"]
 
 VARIANTS = ("torchvision_eager", "betterconv_eager", "betterconv_fused_cl", "betterconv_winograd", "onnxruntime_fp32",
-            "onnxruntime_int8", "ncnn_fp32")
+            "onnxruntime_int8", "ncnn_fp32", "openvino_fp32", "openvino_bf16", "openvino_int8")
+OPENVINO_VARIANTS = ("openvino_fp32", "openvino_bf16", "openvino_int8")
+_OPENVINO_INSTALL = "pip install 'betterconv[openvino]'"
 LABELS = {
     "torchvision_eager": "torchvision eager fp32",
     "betterconv_eager": "betterconv eager fp32",
@@ -74,6 +87,9 @@ LABELS = {
     "onnxruntime_fp32": "onnxruntime fp32",
     "onnxruntime_int8": "onnxruntime int8 (static)",
     "ncnn_fp32": "ncnn fp32",
+    "openvino_fp32": "OpenVINO fp32",
+    "openvino_bf16": "OpenVINO bf16 (precision hint)",
+    "openvino_int8": "OpenVINO int8 (NNCF)",
 }
 BETTERCONV_VARIANTS = VARIANTS[1:]
 
@@ -186,6 +202,63 @@ def _calibration(name: str, size: tuple[int, int], calibration: Any, count: int,
     if items and isinstance(items[0], (str, Path)):
         return calibration_images(items[:count], size, (mean, std))
     return [np.asarray(a, dtype=np.float32) for a in items[:count]]
+
+
+def _openvino_sessions(model: nn.Module, name: str, size: tuple[int, int], wanted: list[str],
+                       sessions: dict[str, Any], checks: dict[str, Any], threads: int, workdir: str | Path | None,
+                       log: Callable[[str], None], calibration: Callable[[], list[np.ndarray]]) -> None:
+    """Export `model` to OpenVINO IR (float32, and int8 when wanted) and compile the wanted OpenVINO variants into
+    `sessions`; variants that cannot run are removed from `wanted` with the reason in `checks`, as are the CPU
+    plugin's capabilities and each variant's difference from eager PyTorch."""
+    ov_wanted = [v for v in OPENVINO_VARIANTS if v in wanted]
+    if not openvino_available():
+        for v in ov_wanted:
+            wanted.remove(v)
+        checks["openvino"] = f"not measured: the 'openvino' package is not installed ({_OPENVINO_INSTALL})"
+        return
+    if "openvino_int8" in wanted and not installed("nncf"):
+        wanted.remove("openvino_int8")
+        checks["openvino_int8"] = f"not measured: the 'nncf' package is not installed ({_OPENVINO_INSTALL})"
+    info = openvino_cpu_info()
+    checks["openvino_version"] = info["openvino"]
+    checks["openvino_optimization_capabilities"] = info["optimization_capabilities"]
+    checks["cpu_flags"] = info["cpu_flags"]
+    x = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(5))
+    with torch.inference_mode():
+        ref = model(x)
+    ref = ref[0] if isinstance(ref, tuple) else ref
+
+    def diff(net: OpenVINOModel) -> float:
+        out = net(x)
+        return float(((out[0] if isinstance(out, tuple) else out) - ref).abs().max())
+
+    with tempfile.TemporaryDirectory(prefix="betterconv-infer-") as tmp:
+        folder = Path(workdir) if workdir is not None else Path(tmp)
+        try:
+            if "openvino_fp32" in wanted or "openvino_bf16" in wanted:
+                xml = folder / f"{name}_openvino_fp32.xml"
+                checks["max_abs_diff_openvino_fp32_export_check"] = export_openvino(model, xml, (3, *size))
+                for v, hint in (("openvino_fp32", "f32"), ("openvino_bf16", "bf16")):
+                    if v in wanted:  # the compiled model holds the weights: the files may go
+                        sessions[v] = OpenVINOModel(xml, precision=hint, threads=threads)
+                        checks[f"max_abs_diff_{v}_vs_eager"] = diff(sessions[v])
+                log(f"  exported {xml.name} for OpenVINO")
+            if "openvino_bf16" in wanted:
+                ran = sessions["openvino_bf16"].inference_precision
+                checks["openvino_bf16"] = f"{info['bf16']}; the compiled model reports inference precision {ran}"
+            if "openvino_int8" in wanted:
+                xml = folder / f"{name}_openvino_int8.xml"
+                _, report = export_openvino_int8(model, xml, (3, *size), calibration())
+                checks["openvino_int8_top1_agreement_on_calibration"] = report.top1_agreement
+                checks["openvino_int8_max_abs_diff_on_calibration"] = report.max_abs_diff
+                sessions["openvino_int8"] = OpenVINOModel(xml, precision="f32", threads=threads)
+                checks["max_abs_diff_openvino_int8_vs_eager"] = diff(sessions["openvino_int8"])
+                log(f"  quantised {xml.name} with NNCF: {report.format()}")
+        except BetterConvError as e:
+            for v in ov_wanted:
+                if v in wanted and v not in sessions:
+                    wanted.remove(v)
+            checks["openvino"] = f"not measured: {e}"
 
 
 # ------------------------------------------------------------------------------------------------------ the result
@@ -405,6 +478,9 @@ files go to `workdir` (kept) or a temporary folder. `ort_spinning`: onnxruntime'
                 except BetterConvError as e:
                     wanted.remove("ncnn_fp32")
                     checks["ncnn"] = f"not measured: {e}"
+        if any(v in wanted for v in OPENVINO_VARIANTS):
+            _openvino_sessions(model, name, size, wanted, sessions, checks, threads, workdir, log,
+                               lambda: _calibration(name, size, calibration, calibration_count, seed))
 
         bar.update()
         rows: list[InferRow] = []
@@ -425,7 +501,9 @@ files go to `workdir` (kept) or a temporary folder. `ort_spinning`: onnxruntime'
             for v in VARIANTS:
                 if v not in wanted:
                     continue
-                if v == "ncnn_fp32":
+                if v == "ncnn_fp32" or v in OPENVINO_VARIANTS:
+                    if v in OPENVINO_VARIANTS:
+                        sessions[v].prepare(x_np.shape)  # compiled for this batch's shape before any call
                     timed.append(Timed(v, lambda net=sessions[v]: net(x_np)))
                 elif v in sessions:
                     timed.append(Timed(v, ort_call(sessions[v], x_np)))

@@ -73,19 +73,20 @@ def add_conv_parser(bench_sub: argparse._SubParsersAction) -> argparse.ArgumentP
 def add_infer_parser(bench_sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add `infer` to the `betterconv bench` sub-commands; returns its parser."""
     p = bench_sub.add_parser("infer", help="latency and throughput: eager, fused channels-last, onnxruntime fp32 "
-                                           "and int8, against torchvision eager")
+                                           "and int8, ncnn fp32, OpenVINO fp32, bf16 and int8, against torchvision "
+                                           "eager")
     p.add_argument("model", help="registered model name (see `betterconv list`)")
     p.add_argument("--input-size", nargs=2, type=int, default=None, metavar=("H", "W"),
                    help="input height and width (default: the paper's, e.g. 224x224, 513x513 for DeepLabv3)")
     p.add_argument("--batch", type=int, nargs="+", default=[1, 8], help="batch sizes (default: 1 8)")
     p.add_argument("--repeats", type=int, default=10, help="timed rounds, each runs every variant once (default 10)")
     p.add_argument("--warmup", type=int, default=2, help="untimed calls of each variant first (default 2)")
-    p.add_argument("--threads", type=int, default=2, help="PyTorch and onnxruntime intra-op threads (default 2)")
+    p.add_argument("--threads", type=int, default=2, help="PyTorch, onnxruntime, ncnn and OpenVINO threads (default 2)")
     add_arg_option(p)
     p.add_argument("--variants", nargs="+", choices=VARIANTS, default=None, help="measure only these")
     p.add_argument("--calib", default=None,
-                   help="int8 calibration images: a folder, a glob pattern, an image or a list file (default: random "
-                        "images)")
+                   help="int8 calibration images (onnxruntime and OpenVINO): a folder, a glob pattern, an image or a "
+                        "list file (default: random images)")
     p.add_argument("--calib-count", type=int, default=4, help="calibration images to use (default 4)")
     p.add_argument("--time-budget", type=float, default=None, metavar="S",
                    help="stop a batch size's rounds after S seconds (at least 3 rounds run)")
